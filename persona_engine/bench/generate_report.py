@@ -171,19 +171,19 @@ def markdown_report(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| user | drift weights fitted from comparisons (top 3) | train accuracy | recovered | PAD channel explained (val) |",
+        "| user | drift weights fitted from comparisons (top 3) | train accuracy | profile attribute's rank (of 8, sign-aware) | PAD channel explained (val) |",
         "|---|---|---|---|---|",
     ]
     for u, r in result["users"].items():
         top = sorted(r["drift_weights"].items(), key=lambda kv: -abs(kv[1]))[:3]
         attr = next(iter(r["profile"]))
         lines.append(
-            f"| {u} | {', '.join(f'{k} {v:+.2f}' for k, v in top)} | {r['drift_train_accuracy']:.2f} | {'yes' if r['drift_recovered'] else 'no'} "
+            f"| {u} | {', '.join(f'{k} {v:+.2f}' for k, v in top)} | {r['drift_train_accuracy']:.2f} | {r['drift_profile_rank']} "
             f"| {result['pad_head'][attr].get('val_explained', float('nan')):.2f} |"
         )
     lines += [
         "",
         f"Tolerances: off-target shift <= {cfg['off_target_tolerance']} SD of the plain outputs; perplexity <= {cfg['fluency_bound']}x prompt-only's. "
-        f"Friendliness judge leave-one-out accuracy {result['judges']['friendliness_loo_accuracy']:.2f}. Run time {result['seconds']['total']:.0f} s.",
+        f"Friendliness judge leave-one-out accuracy {result['judges']['friendliness_loo_accuracy']:.2f}. Run time {result['seconds']['total']:.0f} s wall, {result['seconds']['process_cpu']:.0f} s CPU (pool cached: {result['setup']['pool_cached']}).",
     ]
     return "\n".join(lines)

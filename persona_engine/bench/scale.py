@@ -363,6 +363,12 @@ def plot_scale(results: list[dict[str, Any]], path: str | Path) -> Path:
     ):
         ax1.plot(n, [r["queries"][key]["median_ms"] for r in runs], "o-", label=f"{label}, median")
         ax1.plot(n, [r["queries"][key]["p99_ms"] for r in runs], "s--", label=f"{label}, p99")
+    ax1.plot(
+        n,
+        [r["queries"]["index_search_cpu"]["p99_ms"] for r in runs],
+        "x:",
+        label="index search, p99 of CPU time",
+    )
     ax1.axhline(5.0, color="grey", lw=0.8, ls=":", label="5 ms target")
     for r in runs:
         ax1.annotate(

@@ -1,8 +1,9 @@
 """Image encoders (``modality="image"``): they embed the images of a user's preference pairs.
 
-- ``tiny-image``: a small CNN built in code (:mod:`.image_net`), trained as an autoencoder on
-  the synthetic task by :func:`persona_engine_ppd.trainer.train_image_encoder`; weights from a
-  safetensors file, or fixed random weights from a seed when none are given.
+- ``tiny-image``: a small CNN built in code (:mod:`.image_net`), trained on the synthetic task's
+  images by :func:`persona_engine_ppd.trainer.train_image_encoder` (reconstruction plus a read-out
+  of their visual attributes); weights from a safetensors file, or fixed random weights from a
+  seed when none are given.
 - ``clip-image``: CLIP's image tower from a local directory (``CLIPVisionModelWithProjection`` or
   ``CLIPModel``, ``local_files_only``), for users who have the weights.
 

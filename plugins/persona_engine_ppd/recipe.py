@@ -2,7 +2,8 @@
 
 1. Render a pool of shape images; simulate many training users with random preference directions
    and label pairs of same-prompt pool images for each (Bradley-Terry noise).
-2. Train the ``tiny-image`` encoder on the pool (autoencoder) and embed the pool.
+2. Train the ``tiny-image`` encoder on the pool (autoencoder plus a read-out of the images' visual
+   attributes, see ``encoder_objective``) and embed the pool.
 3. Pre-train the tiny UNet on the pool with the plain denoising loss (the base model).
 4. Fine-tune the user adapter with user-conditioned Diffusion-DPO across all training users.
 5. Save the model directory (safetensors + ``ppd.json``).
@@ -16,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -52,6 +53,10 @@ class SyntheticRecipeConfig(PluginConfig):
         4.0, gt=0, description="Inverse temperature of the users' Bradley-Terry label noise."
     )
     encoder_dim: int = Field(32, ge=2, description="Width of the tiny-image encoder's embedding.")
+    encoder_objective: Literal["autoencoder", "attributes"] = Field(
+        "attributes",
+        description="How the tiny-image encoder learns: reconstruction only, or reconstruction plus a linear read-out of the images' visual attributes (hue, value, position, size, shape), a stand-in for a pretrained vision model that knows them. It never sees a preference.",
+    )
     model: ModelConfig = Field(
         default_factory=ModelConfig, description="The PPD model (tiny backbone)."
     )
@@ -154,6 +159,7 @@ def train_synthetic(
         image_size=size,
         dim=cfg.encoder_dim,
         cfg=cfg.encoder_training,
+        attributes=task.pool.attributes if cfg.encoder_objective == "attributes" else None,
         checkpoint_dir=None if work is None else work / "encoder",
         progress=progress,
     )

@@ -33,6 +33,9 @@ class ShapeImages:
 
     images: np.ndarray  # (n, 3, H, W) float32 in [0, 1]
     shapes: np.ndarray  # (n,) int index into SHAPES
+    #: (n, 7) how each image was drawn: cos and sin of the hue angle, value, centre column and row
+    #: and radius (as shares of the side), shape index. Visual attributes, not anyone's preference.
+    attributes: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -75,7 +78,21 @@ def render_shapes(
     mask = np.clip(radius[:, None, None] + 0.5 - dist, 0.0, 1.0)
     rgb = _hsv_to_rgb(hue, value)
     images = mask[:, None, :, :] * rgb[:, :, None, None]
-    return ShapeImages(images.astype(np.float32), shape.astype(np.int64))
+    attributes = np.stack(
+        [
+            np.cos(2 * np.pi * hue),
+            np.sin(2 * np.pi * hue),
+            value,
+            cx / size,
+            cy / size,
+            radius / size,
+            shape,
+        ],
+        axis=1,
+    )
+    return ShapeImages(
+        images.astype(np.float32), shape.astype(np.int64), attributes.astype(np.float32)
+    )
 
 
 def gold_features(images: np.ndarray) -> np.ndarray:

@@ -176,11 +176,14 @@ def train_image_encoder(
     image_size: int,
     dim: int,
     cfg: StepTrainingConfig,
+    attributes: np.ndarray | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Train the ``tiny-image`` encoder as an autoencoder on ``images`` (n, 3, S, S) in [0, 1];
-    returns its state dict (for ``TinyImageEncoderConfig.weights_path``)."""
+    """Train the ``tiny-image`` encoder on ``images`` (n, 3, S, S) in [0, 1]: as an autoencoder,
+    plus, when ``attributes`` (n, k) are given, a linear read-out of those visual attributes from
+    the embedding (as a pretrained vision model knows colour, brightness, position, size and shape).
+    Returns the encoder's state dict (for ``TinyImageEncoderConfig.weights_path``)."""
     from .image_net import TinyImageDecoder, TinyImageNet
 
     torch.manual_seed(cfg.seed)
@@ -190,12 +193,26 @@ def train_image_encoder(
     )
     data = torch.from_numpy(np.asarray(images, dtype=np.float32))
     module = torch.nn.ModuleDict({"encoder": encoder, "decoder": decoder})
+    targets = None
+    if attributes is not None:
+        attrs = np.asarray(attributes, dtype=np.float32)
+        targets = torch.from_numpy((attrs - attrs.mean(axis=0)) / (attrs.std(axis=0) + 1e-6))
+        module["readout"] = torch.nn.Linear(dim, attrs.shape[1]).to(cfg.device)
 
     def step_loss(
         step: int, rng: np.random.Generator, gen: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        x = data[rng.integers(0, len(data), cfg.batch_size)].to(cfg.device)
-        return torch.nn.functional.mse_loss(decoder(encoder(x)), x), {}
+        idx = rng.integers(0, len(data), cfg.batch_size)
+        x = data[idx].to(cfg.device)
+        z = encoder(x)
+        recon = torch.nn.functional.mse_loss(decoder(z), x)
+        if targets is None:
+            return recon, {}
+        attr = torch.nn.functional.mse_loss(module["readout"](z), targets[idx].to(cfg.device))
+        return recon + attr, {
+            "reconstruction": float(recon.detach()),
+            "attributes": float(attr.detach()),
+        }
 
     run_steps(
         _trainable(module),

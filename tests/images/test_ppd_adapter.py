@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import USER_DIM, build_tiny, perturb_adapter
 from persona_engine_ppd.model import UserAttnProcessor, cross_attention_layers
+from ppd_support import USER_DIM, build_tiny, perturb_adapter
 
 from persona_engine.errors import InvalidInputError
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import USER_DIM, build_tiny, perturb_adapter, tiny_config
 from persona_engine_ppd.checkpoint import load_model, save_model
 from persona_engine_ppd.config import DPOConfig, PretrainConfig
 from persona_engine_ppd.synthetic import FeatureScale, label_pairs, render_shapes, simulate_users
 from persona_engine_ppd.trainer import finetune_ppd, learning_rate, pretrain_base
+from ppd_support import USER_DIM, build_tiny, perturb_adapter, tiny_config
 
 
 def _pool(n=64):

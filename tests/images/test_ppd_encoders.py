@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import write_png
 from persona_engine_ppd.synthetic import render_shapes
 from persona_engine_ppd.users import pool_pairs
+from ppd_support import write_png
 
 from persona_engine.errors import InvalidInputError, PersonaEngineError
 from persona_engine.plugins import get_encoder
@@ -125,3 +125,18 @@ def test_pooling_is_the_normalised_mean_difference():
         pool_pairs(np.zeros((0, 2)), np.zeros((0, 2)))
     with pytest.raises(InvalidInputError, match="tie"):
         pool_pairs(chosen, rejected, np.zeros(2))
+
+
+def test_training_the_tiny_encoder_with_attribute_readout(tmp_path):
+    from persona_engine_ppd.config import StepTrainingConfig
+    from persona_engine_ppd.image_net import TinyImageNet
+    from persona_engine_ppd.trainer import train_image_encoder
+
+    pool = render_shapes(64, size=8, rng=np.random.default_rng(0))
+    cfg = StepTrainingConfig(steps=3, batch_size=16, lr=1e-3, warmup_steps=0)
+    state = train_image_encoder(
+        pool.images, image_size=8, dim=5, cfg=cfg, attributes=pool.attributes
+    )
+    assert set(state) == set(TinyImageNet(8, 5).state_dict())  # the read-out head is not kept
+    plain = train_image_encoder(pool.images, image_size=8, dim=5, cfg=cfg)
+    assert not torch.equal(state["head.weight"], plain["head.weight"])

@@ -6,11 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import USER_DIM, build_tiny, perturb_adapter, tiny_config, write_png
 from persona_engine_ppd import register_model
 from persona_engine_ppd.checkpoint import save_model
 from persona_engine_ppd.image_net import TinyImageNet
 from persona_engine_ppd.synthetic import render_shapes
+from ppd_support import USER_DIM, build_tiny, perturb_adapter, tiny_config, write_png
 
 from persona_engine.engine import Engine
 from persona_engine.errors import InvalidInputError, NoModelError, UnknownUserError

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from conftest import USER_DIM, build_tiny
 from persona_engine_ppd.config import BETA_LATENT_SD, BETA_TINY_PIXEL, DPOConfig
 from persona_engine_ppd.loss import (
     denoising_loss,
@@ -15,6 +14,7 @@ from persona_engine_ppd.loss import (
     diffusion_dpo_loss,
     per_sample_mse,
 )
+from ppd_support import USER_DIM, build_tiny
 
 
 def test_the_formula_matches_a_hand_computation():

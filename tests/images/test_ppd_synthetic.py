@@ -41,6 +41,11 @@ def test_rendered_images_cover_the_features():
         pool.images.shape == (500, 3, 16, 16) and pool.images.min() >= 0 and pool.images.max() <= 1
     )
     assert set(pool.prompts) == {"square", "circle"}
+    assert pool.attributes.shape == (500, 7)
+    assert np.allclose(
+        pool.attributes[:, 0] ** 2 + pool.attributes[:, 1] ** 2, 1.0, atol=1e-5
+    )  # hue on the circle
+    assert np.array_equal(pool.attributes[:, 6], pool.shapes)
     z = FeatureScale.fit(pool.images)(pool.images)
     assert np.allclose(z.mean(axis=0), 0, atol=1e-4) and np.allclose(z.std(axis=0), 1, atol=1e-3)
     assert len(FEATURES) == z.shape[1] == 3
