@@ -80,11 +80,14 @@ class DriftLogitsProcessor(LogitsProcessor):
         self._mask: Any = None
         self._positions: Any = None
         self._seen = 0
+        self._extra = 0
 
     def _prefill(self) -> Any:
-        from persona_engine.lm import _left_pad
+        from persona_engine.lm import _left_pad, batch_padding
 
-        ids, self._mask = _left_pad([r for g in self.contexts for r in g], self.slm.pad_id)
+        rows = [r for g in self.contexts for r in g]
+        self._extra = batch_padding(len(rows), next(self.slm.model.parameters()).device)
+        ids, self._mask = _left_pad(rows + [rows[-1]] * self._extra, self.slm.pad_id)
         self._positions = (self._mask.cumsum(-1) - 1).clamp(min=0)
         out = self.slm.model(
             input_ids=ids,
@@ -94,7 +97,7 @@ class DriftLogitsProcessor(LogitsProcessor):
             logits_to_keep=1,
         )
         self._cache = out.past_key_values
-        return out.logits[:, -1]
+        return out.logits[: len(rows), -1]
 
     def _advance(self, tokens: Any) -> Any:
         import torch
@@ -103,15 +106,18 @@ class DriftLogitsProcessor(LogitsProcessor):
             [self._mask, torch.ones((len(self._mask), 1), dtype=torch.long)], dim=1
         )
         self._positions = self._positions[:, -1:] + 1
+        fed = tokens.repeat_interleave(self.rows)
+        if self._extra:
+            fed = torch.cat([fed, fed[-1:].expand(self._extra)])
         out = self.slm.model(
-            input_ids=tokens.repeat_interleave(self.rows)[:, None],
+            input_ids=fed[:, None],
             attention_mask=self._mask,
             position_ids=self._positions,
             past_key_values=self._cache,
             use_cache=True,
         )
         self._cache = out.past_key_values
-        return out.logits[:, -1]
+        return out.logits[: len(self.contexts) * self.rows, -1]
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch

@@ -67,9 +67,12 @@ class PADLogitsProcessor(LogitsProcessor):
             raise RuntimeError(
                 "PADLogitsProcessor is not attached: use it as `with processor:` around decoding"
             )
-        hidden = self._hidden
-        if hidden.shape[0] != scores.shape[0]:
+        from persona_engine.lm import batch_padding
+
+        hidden, n = self._hidden, scores.shape[0]
+        if hidden.shape[0] not in (n, n + batch_padding(n, hidden.device)):
             raise RuntimeError("PADLogitsProcessor: one context row per prompt expected")
+        hidden = hidden[:n]  # decode_tokens' dummy padding rows come last
         with torch.inference_mode():
             base, candidates = scores.float().topk(self.top_k, dim=-1)
             dev = hidden.device

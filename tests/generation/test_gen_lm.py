@@ -120,3 +120,19 @@ def test_real_smollm2_converts_loads_and_generates():
         max_new_tokens=12,
     )
     assert "Paris" in result.texts[0]
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+def test_cpu_batch_padding_changes_no_token(tiny_lm, monkeypatch, rows):
+    """Decode batches of 2-3 rows run padded to 4 on CPU (a faster matmul path); the dummy rows
+    must not change any prompt's tokens."""
+    from persona_engine import lm as lm_mod
+
+    cfg = lm_mod.DecodingConfig(max_new_tokens=6)
+    prompts = [tiny_lm.chat_ids(PROMPT), tiny_lm.chat_ids(PROMPT + " more words")][:rows]
+    contexts = [[p] for p in prompts] + [[prompts[0]]] * max(0, rows - len(prompts))
+    padded = list(lm_mod.decode_tokens(tiny_lm, contexts, cfg))
+    assert lm_mod.batch_padding(rows, "cpu") == (0 if rows == 1 else 4 - rows)
+    monkeypatch.setattr(lm_mod, "CPU_MIN_BATCH_ROWS", 0)
+    assert lm_mod.batch_padding(rows, "cpu") == 0
+    assert list(lm_mod.decode_tokens(tiny_lm, contexts, cfg)) == padded
