@@ -64,7 +64,7 @@ class SyntheticRecipeConfig(PluginConfig):
         default_factory=lambda: StepTrainingConfig(
             steps=300, batch_size=128, lr=2e-3, warmup_steps=10
         ),
-        description="Training of the tiny-image encoder (autoencoder).",
+        description="Training of the tiny-image encoder (see encoder_objective).",
     )
     pretrain: PretrainConfig = Field(
         default_factory=lambda: PretrainConfig(steps=600, batch_size=64, lr=3e-3, warmup_steps=20),
