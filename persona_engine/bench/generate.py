@@ -101,7 +101,9 @@ class GenerateBenchConfig(PluginConfig):
     )
     repetition_penalty: float = Field(1.2, ge=1.0, description="Same for every method.")
     beta: float = Field(0.5, gt=0, description="Drift strength 1/beta.")
-    max_active: int = Field(2, ge=1, description="Drift attributes run while decoding.")
+    max_active: int = Field(
+        4, ge=1, description="Drift attributes run while decoding (the generator's default)."
+    )
     rm_weight: float = Field(1.0, ge=0, description="PAD reward weight w.")
     top_k: int = Field(10, ge=2, description="PAD candidates per token.")
     off_target_tolerance: float = Field(
@@ -391,7 +393,7 @@ def run_generate_bench(
     seconds["drift_fit"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    head = PersonalizedRewardHead(states[0].shape[1], vocab.names, rank=8)
+    head = PersonalizedRewardHead(states[0].shape[1], vocab.names, rank=8, seed=cfg.seed)
     train_cfg = PadTrainConfig(top_k=cfg.top_k)
     trained = sorted({a for u in cfg.users for a in USERS[u]["profile"]})
     pad_metrics = {}

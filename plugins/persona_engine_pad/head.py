@@ -31,13 +31,15 @@ from torch import nn
 class PersonalizedRewardHead(nn.Module):
     """``K`` low-rank residual channels (rank ``r``) on hidden states of size ``H``."""
 
-    def __init__(self, hidden_size: int, attributes: list[str], rank: int = 8):
+    def __init__(self, hidden_size: int, attributes: list[str], rank: int = 8, seed: int = 0):
         super().__init__()
+        gen = torch.Generator().manual_seed(seed)  # the same head for the same seed, whatever ran before
         self.attributes = list(attributes)
         self.hidden_size, self.rank = int(hidden_size), int(rank)
         # one parameter pair per channel, so a channel can be trained (and decayed) on its own
         self.down = nn.ParameterList(
-            nn.Parameter(torch.randn(rank, hidden_size) / hidden_size**0.5) for _ in self.attributes
+            nn.Parameter(torch.randn(rank, hidden_size, generator=gen) / hidden_size**0.5)
+            for _ in self.attributes
         )
         self.up = nn.ParameterList(
             nn.Parameter(torch.zeros(hidden_size, rank)) for _ in self.attributes

@@ -239,7 +239,9 @@ def train_reward_head(
     from persona_engine_drift.rewards import score_answers
 
     hidden_size = int(lm.model.get_output_embeddings().weight.shape[1])
-    head = PersonalizedRewardHead(hidden_size, vocab.names, rank=config.rank)
+    head = PersonalizedRewardHead(
+        hidden_size, vocab.names, rank=config.rank, seed=config.training.seed
+    )
     metrics: dict[str, Any] = {}
     bar = progress_bar(
         total=len(names), desc="PAD reward head", unit="attribute", disable=not progress

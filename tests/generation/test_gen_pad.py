@@ -167,3 +167,15 @@ def test_save_load_and_errors(tmp_path, tiny_lm, tiny_vocab, tiny_lm_dir, tiny_v
         engine.generate(None, PROMPT, generator="pad", config=config, preference={"purple": 1})
     with pytest.raises(InvalidInputError, match="preference"):
         engine.generate(None, PROMPT, generator="pad", config=config)
+
+
+def test_head_initialisation_is_seeded():
+    import torch
+    from persona_engine_pad.head import PersonalizedRewardHead
+
+    a = PersonalizedRewardHead(6, ["x", "y"], rank=2, seed=3)
+    torch.randn(100)  # whatever ran before must not matter
+    b = PersonalizedRewardHead(6, ["x", "y"], rank=2, seed=3)
+    c = PersonalizedRewardHead(6, ["x", "y"], rank=2, seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    assert not torch.equal(a.down[0], c.down[0])
