@@ -88,7 +88,9 @@ class GenerateBenchConfig(PluginConfig):
     )
     prompts: int = Field(5, ge=0, le=50, description="Evaluation prompts (first N of 50; 0: all).")
     train_prompts: int = Field(
-        6, ge=2, description="Training prompts for the users' comparisons and the PAD head."
+        20,
+        ge=2,
+        description="Training prompts for the users' comparisons and the PAD head (a pool of about 5 answers each).",
     )
     samples: int = Field(1, ge=1, description="Pool answers per training prompt and system prompt.")
     comparisons: int = Field(50, ge=10, description="Comparisons per user (Drift's 50-100).")

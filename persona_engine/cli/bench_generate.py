@@ -40,7 +40,7 @@ from .bench import bench
 @click.option(
     "--train-prompts",
     type=int,
-    default=6,
+    default=20,
     show_default=True,
     help="Training prompts of the answer pool.",
 )
