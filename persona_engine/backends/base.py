@@ -33,7 +33,7 @@ class UserState:
     """A user's point in a backend's space."""
 
     vector: np.ndarray
-    uncertainty: np.ndarray | None = None
+    uncertainty: np.ndarray | None = None  # per-dimension variance
     weights: dict[str, float] | None = None
 
 

@@ -155,9 +155,19 @@ def similar(user: str, k: int, model: str | None) -> None:
 @click.option("-n", default=3, show_default=True, help="How many comparisons to propose.")
 @click.option("--prompt", "-p", default="", help="The prompt the candidates answer.")
 @click.option("--model", default=None, help="Model id or backend name (default: the active model).")
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "population", "posterior"]),
+    default="auto",
+    show_default=True,
+    help="Where plausible user vectors come from (see Engine.next_queries).",
+)
 def next_queries(
-    user: str, candidates: tuple[str, ...], n: int, prompt: str, model: str | None
+    user: str, candidates: tuple[str, ...], n: int, prompt: str, model: str | None, method: str
 ) -> None:
     """The comparisons among CANDIDATES whose answers tell the most about USER."""
-    for q in get_engine().next_queries(user, list(candidates), n, prompt=prompt, model=model):
+    engine = get_engine()
+    for q in engine.next_queries(
+        user, list(candidates), n, prompt=prompt, model=model, method=method
+    ):
         click.echo(f"{q.information:.4f}\t{q.a}\t{q.b}")

@@ -62,7 +62,7 @@ class HierBackend(RewardBackend):
             coords = {f"factor{j}": float(v) for j, v in enumerate(z)}
         return UserState(
             vector=post.weights.astype(np.float32),
-            uncertainty=np.sqrt(post.cov_diag(prior)).astype(np.float32),
+            uncertainty=post.cov_diag(prior).astype(np.float32),  # a variance, as UserState says
             weights=coords or None,
         )
 
@@ -80,7 +80,7 @@ class HierBackend(RewardBackend):
         self.check_fitted()
         return UserState(
             vector=self.population.mean.astype(np.float32),
-            uncertainty=np.sqrt(self.population.diag()).astype(np.float32),
+            uncertainty=self.population.diag().astype(np.float32),
         )
 
     def _cache_scoring(self) -> None:

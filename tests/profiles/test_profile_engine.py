@@ -123,6 +123,11 @@ def test_next_queries_returns_valid_unanswered_pairs(trained, population, prompt
         trained.next_queries(uid, ["only-one"], n=1)
     with pytest.raises(InvalidInputError):
         trained.next_queries(uid, items, n=0)
+    for method in ("population", "posterior"):
+        chosen = trained.next_queries(uid, items, n=2, prompt=prompt, method=method)
+        assert len(chosen) == 2 and all(q.a in items and q.b in items for q in chosen)
+    with pytest.raises(InvalidInputError, match="unknown method"):
+        trained.next_queries(uid, items, n=1, method="oracle")
 
 
 def test_online_update_changes_profile_and_index(trained, population, prompt):
