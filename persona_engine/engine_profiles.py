@@ -117,8 +117,8 @@ class UserProfilesMixin:
         diagonal posterior, when it reports one), or ``"auto"``: population when the model has
         stored profiles, else posterior. Measured on the PAL-style persona set with ``hier``,
         population-based selection gained 4 points of accuracy at 2-3 answers over random
-        selection, posterior samples (a diagonal approximation of hier's full posterior) none
-        (BENCHMARKS.md).
+        selection, while posterior samples (a diagonal approximation of hier's full posterior)
+        did worse than random (BENCHMARKS.md).
         """
         if method not in ("auto", "population", "posterior"):
             raise InvalidInputError(
