@@ -65,13 +65,19 @@ def _pruned_through(store: Store) -> int:
     return int(row[0]) if row else 0
 
 
-def prune_change_log(store: Store, keep: int = LOG_KEEP) -> int:
-    """Drop log entries older than the newest ``keep``; returns how many went."""
+#: most log entries one prune deletes, so that no single query pays for a large backlog (a
+#: one-shot prune of 500,000 rows took ~0.4 s inside a similar-user query at 1M users).
+PRUNE_CHUNK = 20_000
+
+
+def prune_change_log(store: Store, keep: int = LOG_KEEP, chunk: int = PRUNE_CHUNK) -> int:
+    """Once the log holds over ``2 * keep`` entries, drop its oldest ones, at most ``chunk`` per
+    call and never the newest ``keep``; returns how many went."""
     head = log_head(store)
     through = _pruned_through(store)
     if head - through <= 2 * keep:
         return 0
-    cut = head - keep
+    cut = min(head - keep, through + max(1, int(chunk)))
     with store.transaction() as conn:
         n = conn.execute("DELETE FROM profile_changes WHERE seq <= ?", (cut,)).rowcount
         conn.execute("UPDATE profile_changes_pruned SET through=? WHERE id=1", (cut,))

@@ -7,7 +7,7 @@ import pytest
 
 from persona_engine.errors import InvalidInputError
 from persona_engine.retrieval import ProfileIndexes
-from persona_engine.retrieval.sync import prune_change_log
+from persona_engine.retrieval.sync import log_head, prune_change_log
 from persona_engine.schemas import ModelRecord, UserProfile
 from persona_engine.store import Store
 
@@ -73,7 +73,17 @@ def test_pruned_log_forces_a_rebuild(tmp_path):
     assert sorted(fresh.get("m-v1", 2).user_ids()) == ["a", "b"]
 
 
-def test_change_log_holds_no_user_ids(tmp_path):
+def test_pruning_is_bounded_per_call(tmp_path):
+    store = _store(tmp_path / "p.db")
+    ProfileIndexes(store, tmp_path / "indexes").install()
+    for i in range(30):
+        _put(store, "m-v1", {f"u{i}": [i, i]})
+    assert log_head(store) == 30
+    # over 2 * keep entries: the oldest go, at most `chunk` per call, until at most 2 * keep remain
+    assert [prune_change_log(store, keep=5, chunk=8) for _ in range(5)] == [8, 8, 8, 0, 0]
+    left = store.db.conn.execute("SELECT count(*) FROM profile_changes").fetchone()[0]
+    assert left == 6
+
     store = _store(tmp_path / "p.db")
     indexes = ProfileIndexes(store, tmp_path / "indexes")
     indexes.install()
