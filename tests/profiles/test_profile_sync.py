@@ -84,6 +84,8 @@ def test_pruning_is_bounded_per_call(tmp_path):
     left = store.db.conn.execute("SELECT count(*) FROM profile_changes").fetchone()[0]
     assert left == 6
 
+
+def test_change_log_holds_no_user_ids(tmp_path):
     store = _store(tmp_path / "p.db")
     indexes = ProfileIndexes(store, tmp_path / "indexes")
     indexes.install()
