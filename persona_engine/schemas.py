@@ -123,7 +123,9 @@ class Comparison(Strict):
             try:  # JSON "\ud800" decodes to a lone surrogate, which cannot be hashed or stored
                 getattr(self, name).encode("utf-8")
             except UnicodeEncodeError:
-                raise ValueError(f"{name} is not valid Unicode (it holds a lone surrogate)") from None
+                raise ValueError(
+                    f"{name} is not valid Unicode (it holds a lone surrogate)"
+                ) from None
         return self
 
     @property

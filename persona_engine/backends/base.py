@@ -191,7 +191,10 @@ class RewardBackend(ABC):
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
             # (ascontiguousarray alone turns a 0-d array into shape (1,))
-            tensors = {f"shared.{k}": np.ascontiguousarray(v).reshape(np.shape(v)) for k, v in self.state_dict().items()}
+            tensors = {
+                f"shared.{k}": np.ascontiguousarray(v).reshape(np.shape(v))
+                for k, v in self.state_dict().items()
+            }
             ids = sorted(self.users)
             if ids and self.vector_dim:
                 tensors["users.vector"] = np.stack([self.users[u].vector for u in ids]).astype(

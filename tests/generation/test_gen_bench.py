@@ -23,7 +23,16 @@ def test_bench_generate_runs_every_method_on_a_tiny_lm(tmp_path, tiny_lm_dir):
     args = ["bench", "generate", "--lm", str(tiny_lm_dir), "--data", str(_data(tmp_path))]
     args += ["--users", "concise,informative", "--prompts", "2", "--train-prompts", "8"]
     args += ["--comparisons", "10", "--max-new-tokens", "4", "--home", str(tmp_path / "home")]
-    args += ["-o", "pool_tokens=6", "-o", "samples=2", "-o", "latency_tokens=2", "-o", "latency_reps=1"]
+    args += [
+        "-o",
+        "pool_tokens=6",
+        "-o",
+        "samples=2",
+        "-o",
+        "latency_tokens=2",
+        "-o",
+        "latency_reps=1",
+    ]
     args += ["--out", str(out), "--quiet"]
     res = CliRunner().invoke(cli, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output

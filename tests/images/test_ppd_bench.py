@@ -47,9 +47,10 @@ def test_images_bench_writes_figures_and_pictures_and_resumes(tmp_path):
     assert "| ppd_g1 |" in res.output
     again = _run(tmp_path)  # resumes: the same model, the same figures
     assert again.exit_code == 0, again.output
-    assert json.loads((tmp_path / "out" / "images.json").read_text())["conditions"] == out[
-        "conditions"
-    ]
+    assert (
+        json.loads((tmp_path / "out" / "images.json").read_text())["conditions"]
+        == out["conditions"]
+    )
 
 
 def test_images_bench_bad_options_are_clear_errors(tmp_path):
