@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from backend_support import accuracy
 
 from persona_engine.backends import PreferenceData
 from persona_engine.errors import InvalidInputError, UnknownUserError
@@ -45,10 +46,6 @@ def fitted(population):
     return model
 
 
-def _accuracy(model, state, data: PreferenceData) -> float:
-    return float(np.mean(model.preference_logits(state, data) > 0))
-
-
 def test_registered():
     assert get_backend("hier").name == "hier"
 
@@ -56,14 +53,14 @@ def test_registered():
 def test_tells_opposite_groups_apart(fitted, population, newcomers):
     data = population.data
     for u in data.user_ids[:6]:
-        assert _accuracy(fitted, fitted.user_state(u), data.for_user(u)) > 0.85
+        assert accuracy(fitted, fitted.user_state(u), data.for_user(u)) > 0.85
     # the population mean cannot serve both groups; onboarding from 10 comparisons can
     prior_acc, onboarded_acc = [], []
     for u in newcomers.data.user_ids:
         rows = newcomers.data.for_user(u)
         shots, test = rows.subset(np.arange(10)), rows.subset(np.arange(10, len(rows)))
-        prior_acc.append(_accuracy(fitted, fitted.prior(), test))
-        onboarded_acc.append(_accuracy(fitted, fitted.embed_user(shots), test))
+        prior_acc.append(accuracy(fitted, fitted.prior(), test))
+        onboarded_acc.append(accuracy(fitted, fitted.embed_user(shots), test))
     assert np.mean(onboarded_acc) > 0.85
     assert np.mean(prior_acc) < 0.7
     # the two groups land on opposite sides of the population mean

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from backend_support import accuracy, split_population
 
 from persona_engine.backends import PreferenceData, load_backend
 from persona_engine.errors import InvalidInputError, NoModelError, UnknownUserError
 from persona_engine.plugins import get_backend
-from persona_engine.testing import synthetic_population
 
 FAST = {
     "latent_dim": 8,
@@ -17,42 +17,9 @@ FAST = {
 }
 
 
-def _split(pop, n_train_users=20, seen_rows=30, shots=10):
-    """Seen users' first rows for training (the rest held out); new users' first rows as shots."""
-    data, rows = pop.data, pop.data.rows_of_users()
-    train_users = data.user_ids[:n_train_users]
-    train = data.subset(np.concatenate([rows[u][:seen_rows] for u in train_users]))
-    seen_test = {u: data.subset(rows[u][seen_rows:]) for u in train_users}
-    new = {
-        u: (data.subset(rows[u][:shots]), data.subset(rows[u][shots + 10 :]))
-        for u in data.user_ids[n_train_users:]
-    }
-    return train, seen_test, new
-
-
-def _accuracy(model, state, data: PreferenceData) -> float:
-    return float((model.preference_logits(state, data) > 0).mean())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """These models are tiny: one intra-op thread is faster, and immune to a busy machine."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def population():
-    return synthetic_population(n_users=24, per_user=40, dim=8, prompt_dim=4, seed=0)
-
-
 @pytest.fixture(scope="module")
 def fitted(population):
-    train, seen_test, new = _split(population)
+    train, seen_test, new = split_population(population)
     model = get_backend("vpl")(FAST)
     metrics = model.fit(train)
     return model, metrics, seen_test, new
@@ -60,10 +27,10 @@ def fitted(population):
 
 def test_tells_opposite_groups_apart_on_held_out_pairs(fitted, population):
     model, _, seen_test, _ = fitted
-    own = [_accuracy(model, model.user_state(u), d) for u, d in seen_test.items()]
+    own = [accuracy(model, model.user_state(u), d) for u, d in seen_test.items()]
     other = {g: next(u for u in seen_test if population.groups[u] != g) for g in (0, 1)}
     swapped = [
-        _accuracy(model, model.user_state(other[population.groups[u]]), d)
+        accuracy(model, model.user_state(other[population.groups[u]]), d)
         for u, d in seen_test.items()
     ]
     assert np.mean(own) > 0.85
@@ -78,7 +45,7 @@ def test_onboards_new_users_of_each_group_with_one_encoder_pass(fitted, populati
         assert state.vector.shape == (model.config.latent_dim,)
         assert state.uncertainty is not None and state.uncertainty.shape == state.vector.shape
         assert (state.uncertainty > 0).all()
-        by_group[population.groups[u]].append(_accuracy(model, state, test))
+        by_group[population.groups[u]].append(accuracy(model, state, test))
     assert np.mean(by_group[0]) > 0.8 and np.mean(by_group[1]) > 0.8
 
 
@@ -124,7 +91,7 @@ def test_inference_decodes_the_posterior_mean_on_the_training_sphere(fitted, pop
 def test_reports_active_latent_units_and_detects_collapse(fitted, population):
     _, metrics, _, _ = fitted
     assert 0.5 <= metrics["active_units"] <= 1.0
-    train, _, _ = _split(population)
+    train, _, _ = split_population(population)
     # a KL weight this large, without annealing, drives every posterior to the prior
     collapsed = get_backend("vpl")(
         {
@@ -180,7 +147,7 @@ def test_save_load_round_trip_gives_identical_scores(fitted, tmp_path, populatio
 
 
 def test_same_seed_same_model(population):
-    train, _, _ = _split(population)
+    train, _, _ = split_population(population)
     cfg = {**FAST, "training": {**FAST["training"], "epochs": 3}}
     a, b = get_backend("vpl")(cfg), get_backend("vpl")(cfg)
     a.fit(train)
