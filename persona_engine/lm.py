@@ -266,6 +266,25 @@ def batch_padding(n_rows: int, device: Any) -> int:
     return max(0, CPU_MIN_BATCH_ROWS - n_rows)
 
 
+def padded_batch(rows: Sequence[Sequence[int]], pad: int, device: Any) -> tuple[Any, Any, int]:
+    """``rows`` left-padded into one decode batch with :func:`batch_padding` dummy copies of the
+    last row appended: (ids, attention mask, number of dummy rows)."""
+    extra = batch_padding(len(rows), device)
+    ids, mask = _left_pad([*rows, *[rows[-1]] * extra], pad)
+    return ids, mask, extra
+
+
+def step_inputs(tokens: Any, repeat: int, extra: int) -> Any:
+    """Next-step input ids ``(rows, 1)``: each prompt's token for its ``repeat`` rows, then the last
+    one again for the ``extra`` dummy rows of :func:`padded_batch`."""
+    import torch
+
+    fed = tokens.repeat_interleave(repeat)
+    if extra:
+        fed = torch.cat([fed, fed[-1:].expand(extra)])
+    return fed[:, None]
+
+
 def sampling_processors(config: DecodingConfig) -> list[Any]:
     """transformers processors for repetition penalty, temperature, top-k and top-p."""
     from transformers import (
@@ -313,9 +332,8 @@ def decode_tokens(
     (R,) = n_rows
     B = len(contexts)
     device = next(lm.model.parameters()).device
-    rows = [row for group in contexts for row in group]
-    extra = batch_padding(len(rows), device)  # dummy copies of the last row, dropped every step
-    ids, mask = _left_pad(rows + [rows[-1]] * extra, lm.pad_id)
+    # dummy rows (if any) come last and are dropped from the logits every step
+    ids, mask, extra = padded_batch([row for group in contexts for row in group], lm.pad_id, device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     first = [list(group[0]) for group in contexts]
     history = torch.tensor([[r[0]] * (ids.shape[1] - len(r)) + r for r in first], dtype=torch.long)
@@ -351,12 +369,9 @@ def decode_tokens(
         history = torch.cat([history, token[:, None]], dim=1)
         mask = torch.cat([mask, torch.ones((B * R + extra, 1), dtype=torch.long)], dim=1)
         positions = positions[:, -1:] + 1
-        fed = token.repeat_interleave(R)
-        if extra:
-            fed = torch.cat([fed, fed[-1:].expand(extra)])
         with torch.inference_mode():
             out = lm.model(
-                input_ids=fed[:, None].to(device),
+                input_ids=step_inputs(token, R, extra).to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
                 past_key_values=cache,

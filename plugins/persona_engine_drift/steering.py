@@ -83,11 +83,11 @@ class DriftLogitsProcessor(LogitsProcessor):
         self._extra = 0
 
     def _prefill(self) -> Any:
-        from persona_engine.lm import _left_pad, batch_padding
+        from persona_engine.lm import padded_batch
 
         rows = [r for g in self.contexts for r in g]
-        self._extra = batch_padding(len(rows), next(self.slm.model.parameters()).device)
-        ids, self._mask = _left_pad(rows + [rows[-1]] * self._extra, self.slm.pad_id)
+        device = next(self.slm.model.parameters()).device
+        ids, self._mask, self._extra = padded_batch(rows, self.slm.pad_id, device)
         self._positions = (self._mask.cumsum(-1) - 1).clamp(min=0)
         out = self.slm.model(
             input_ids=ids,
@@ -106,11 +106,10 @@ class DriftLogitsProcessor(LogitsProcessor):
             [self._mask, torch.ones((len(self._mask), 1), dtype=torch.long)], dim=1
         )
         self._positions = self._positions[:, -1:] + 1
-        fed = tokens.repeat_interleave(self.rows)
-        if self._extra:
-            fed = torch.cat([fed, fed[-1:].expand(self._extra)])
+        from persona_engine.lm import step_inputs
+
         out = self.slm.model(
-            input_ids=fed[:, None],
+            input_ids=step_inputs(tokens, self.rows, self._extra),
             attention_mask=self._mask,
             position_ids=self._positions,
             past_key_values=self._cache,

@@ -33,9 +33,8 @@ class PersonalizedRewardHead(nn.Module):
 
     def __init__(self, hidden_size: int, attributes: list[str], rank: int = 8, seed: int = 0):
         super().__init__()
-        gen = torch.Generator().manual_seed(
-            seed
-        )  # the same head for the same seed, whatever ran before
+        # the same head for the same seed, whatever ran before
+        gen = torch.Generator().manual_seed(seed)
         self.attributes = list(attributes)
         self.hidden_size, self.rank = int(hidden_size), int(rank)
         # one parameter pair per channel, so a channel can be trained (and decayed) on its own
