@@ -19,7 +19,7 @@ from .backends.data import PreferenceData
 from .coldstart import ColdStart, ColdStartConfig
 from .config import make_config
 from .encoders.base import Encoder
-from .encoders.cache import encode_cached
+from .encoders.cache import candidate_features, comparison_arrays, encode_cached
 from .engine_profiles import UserProfilesMixin
 from .errors import InvalidInputError, NoModelError, UnknownUserError
 from .ingest import IngestReport, ingest_jsonl
@@ -89,8 +89,16 @@ class Engine(UserProfilesMixin):
     def features(
         self, texts: Sequence[str], *, encoder: Encoder | None = None, progress: bool = False
     ) -> np.ndarray:
-        """Cached features of ``texts`` under ``encoder`` (default: the engine's)."""
+        """Cached features of ``texts`` on their own under ``encoder`` (default: the engine's).
+        Rewards take pair features: use :meth:`candidate_features` or :meth:`preference_data`."""
         return encode_cached(self.store, encoder or self.encoder(), list(texts), progress=progress)
+
+    def candidate_features(
+        self, prompt: str, candidates: Sequence[str], encoder: Encoder | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Features of ``prompt`` and of each (prompt, candidate) pair, through the cache: what a
+        backend's ``reward`` receives."""
+        return candidate_features(self.store, encoder or self.encoder(), prompt, candidates)
 
     def preference_data(
         self,
@@ -105,7 +113,7 @@ class Engine(UserProfilesMixin):
             return PreferenceData(
                 [],
                 np.zeros(0),
-                np.zeros((0, enc.dim)),
+                np.zeros((0, enc.prompt_dim)),
                 np.zeros((0, enc.dim)),
                 np.zeros((0, enc.dim)),
                 feature_names=enc.feature_names,
@@ -113,31 +121,26 @@ class Engine(UserProfilesMixin):
         users: dict[str, int] = {}
         for c in comparisons:
             users.setdefault(c.user_id, len(users))
-        texts, hashes = [], []
+        texts: dict[str, str] = {}
+        hashes: list[str] = []
         for c in comparisons:
-            texts += [c.prompt, c.chosen, c.rejected]
             if isinstance(c, StoredComparison) and c.kind == "text":  # hashed when stored
-                hashes += [c.prompt_hash, c.chosen_hash, c.rejected_hash]
+                row = [c.prompt_hash, c.chosen_hash, c.rejected_hash]
             else:
-                hashes += [content_hash(c.prompt), content_hash(c.chosen), content_hash(c.rejected)]
-        distinct = dict.fromkeys(hashes)  # each distinct text once, then gather by position
-        pos = {h: i for i, h in enumerate(distinct)}
-        first_text = dict(zip(hashes, texts))
-        table = encode_cached(
-            self.store,
-            enc,
-            [first_text[h] for h in distinct],
-            hashes=list(distinct),
-            progress=progress,
+                row = [content_hash(c.prompt), content_hash(c.chosen), content_hash(c.rejected)]
+            for h, t in zip(row, (c.prompt, c.chosen, c.rejected)):
+                texts.setdefault(h, t)
+            hashes += row
+        prompt, chosen, rejected = comparison_arrays(
+            self.store, enc, hashes[0::3], hashes[1::3], hashes[2::3], texts, progress=progress
         )
-        feats = table[np.fromiter((pos[h] for h in hashes), dtype=np.int64, count=len(hashes))]
         strength = np.array([0.0 if c.tie else c.strength for c in comparisons], dtype=np.float32)
         return PreferenceData(
             user_ids=list(users),
             user_index=np.array([users[c.user_id] for c in comparisons], dtype=np.int64),
-            prompt=feats[0::3],
-            chosen=feats[1::3],
-            rejected=feats[2::3],
+            prompt=prompt,
+            chosen=chosen,
+            rejected=rejected,
             strength=strength,
             chosen_hash=hashes[1::3],
             rejected_hash=hashes[2::3],
@@ -409,9 +412,8 @@ class Engine(UserProfilesMixin):
         if not isinstance(prompt, str):
             raise InvalidInputError("prompt must be a text")
         rec, backend, state, _ = self.user_state(user_id, model=model)
-        enc = self.model_encoder(rec)
-        feats = encode_cached(self.store, enc, [prompt, *candidates])
-        return [float(x) for x in backend.reward(state, feats[0], feats[1:])]
+        prompt_vec, items = self.candidate_features(prompt, candidates, self.model_encoder(rec))
+        return [float(x) for x in backend.reward(state, prompt_vec, items)]
 
     def rank(
         self, user_id: str, prompt: str, candidates: Sequence[str], *, model: str | None = None

@@ -170,7 +170,7 @@ class UserProfilesMixin:
         if not len(pairs):
             return []
         enc = self.model_encoder(rec)
-        feats = self.features([prompt, *items], encoder=enc)
+        prompt_vec, item_feats = self.candidate_features(prompt, items, enc)
         data = self.preference_data(comps, encoder=enc) if comps else None
         population = self.cold_start.population(rec, backend) if backend.vector_dim else None
         use_posterior = method == "posterior" or (
@@ -179,7 +179,7 @@ class UserProfilesMixin:
         vectors, weights, _ = plausible_vectors(
             backend, state, data, population, use_uncertainty=use_posterior, seed=seed
         )
-        best = select_queries(backend, vectors, weights, feats[0], feats[1:], pairs, int(n))
+        best = select_queries(backend, vectors, weights, prompt_vec, item_feats, pairs, int(n))
         return [QueryPair(prompt, items[i], items[j], info, ent) for i, j, info, ent in best]
 
     # -- online updates and versions -------------------------------------------------------------

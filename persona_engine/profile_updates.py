@@ -18,7 +18,7 @@ import numpy as np
 from .backends.base import RewardBackend, UserState
 from .backends.data import PreferenceData
 from .encoders.base import Encoder
-from .encoders.cache import encode_cached
+from .encoders.cache import comparison_arrays
 from .progress import progress_bar
 from .schemas import ModelRecord, UserProfile, utcnow
 
@@ -39,17 +39,16 @@ def data_from_keys(store: Any, encoder: Encoder, rows: Sequence[tuple[Any, ...]]
     for r in rows:
         users.setdefault(r[0], len(users))
     hashes = [h for r in rows for h in r[1:4]]
-    distinct = list(dict.fromkeys(hashes))
-    texts = store.item_texts(distinct)
-    table = encode_cached(store, encoder, [texts[h] for h in distinct], hashes=distinct)
-    pos = {h: i for i, h in enumerate(distinct)}
-    feats = table[np.fromiter((pos[h] for h in hashes), dtype=np.int64, count=len(hashes))]
+    texts = store.item_texts(list(dict.fromkeys(hashes)))
+    prompt, chosen, rejected = comparison_arrays(
+        store, encoder, hashes[0::3], hashes[1::3], hashes[2::3], texts
+    )
     return PreferenceData(
         user_ids=list(users),
         user_index=np.fromiter((users[r[0]] for r in rows), dtype=np.int64, count=len(rows)),
-        prompt=feats[0::3],
-        chosen=feats[1::3],
-        rejected=feats[2::3],
+        prompt=prompt,
+        chosen=chosen,
+        rejected=rejected,
         strength=np.array([0.0 if r[5] else r[4] for r in rows], dtype=np.float32),
         chosen_hash=hashes[1::3],
         rejected_hash=hashes[2::3],

@@ -39,6 +39,7 @@ from . import (  # noqa: E402,F401
     core,
     data,
     db,
+    encode,
     generate,
     keys,
     plugin_new,

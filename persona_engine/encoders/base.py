@@ -1,9 +1,16 @@
-"""Encoders turn prompts and items into feature vectors for the reward backends.
+"""Encoders turn (prompt, response) pairs, and prompts, into feature vectors for the backends.
 
-An encoder's output is its embedding followed by cheap scalar features (``feature_names``), since
-unit-normalised sentence embeddings lose signals such as length that real preferences depend on.
-The encoder's ``id`` names the model and the scalar features, so cached vectors of different
-encoders never mix.
+A reward is a function of the prompt and the response, r_u(x, y). An encoder that reads the prompt
+(``reads_prompt = True``, e.g. a language model over the chat-rendered conversation) gives features
+of the pair; one that does not (a sentence encoder of the response alone) gives features of the
+response, whatever the prompt. Either way the backends receive, for every comparison, features of
+(prompt, chosen) and (prompt, rejected) from :meth:`Encoder.encode_pairs`, and features of the
+prompt alone from :meth:`Encoder.encode_prompts` (for prompt-conditioned mixtures such as PAL-B).
+
+An encoder's output is its embedding followed by cheap scalar features of the response
+(``feature_names``), since unit-normalised sentence embeddings lose signals such as length that
+real preferences depend on. The encoder's ``id`` names the model and the scalar features, so cached
+vectors of different encoders never mix.
 """
 
 from __future__ import annotations
@@ -39,6 +46,8 @@ class Encoder(ABC):
 
     name: ClassVar[str] = ""
     modality: ClassVar[str] = "text"
+    #: True when features depend on the prompt as well as the response (cached per pair).
+    reads_prompt: ClassVar[bool] = False
     Config: ClassVar[type[EncoderConfig]] = EncoderConfig
     plugin: ClassVar[str] = ""
 
@@ -90,8 +99,49 @@ class Encoder(ABC):
             )
         if self.modality != "text" or not self.config.scalar_features:
             return emb
-        scal = np.array(
-            [[SCALAR_FEATURES[f](t) for f in self.config.scalar_features] for t in inputs],
+        return np.concatenate([emb, self.scalar_features(inputs)], axis=1)
+
+    def scalar_features(self, texts: Sequence[str]) -> np.ndarray:
+        """The configured scalar features of ``texts``, (n, len(scalar_features)) float32."""
+        if self.modality != "text" or not self.config.scalar_features:
+            return np.zeros((len(texts), 0), dtype=np.float32)
+        return np.array(
+            [[SCALAR_FEATURES[f](t) for f in self.config.scalar_features] for t in texts],
             dtype=np.float32,
-        )
-        return np.concatenate([emb, scal], axis=1)
+        ).reshape(len(texts), len(self.config.scalar_features))
+
+    # -- pairs ---------------------------------------------------------------------------------
+    def embed_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Embed (prompt, response) pairs, (n, embedding_dim). Encoders that read the prompt
+        override this; the default embeds the responses alone."""
+        return self.embed(responses)
+
+    def encode_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Features of (prompt, response) pairs: the pair embedding plus the scalar features of
+        the response, (n, dim) float32. For an encoder that does not read the prompt this equals
+        ``encode(responses)``."""
+        prompts, responses = list(prompts), list(responses)
+        if len(prompts) != len(responses):
+            raise InvalidInputError(
+                f"{len(prompts)} prompts and {len(responses)} responses: give one prompt per response"
+            )
+        if not self.reads_prompt:
+            return self.encode(responses)
+        if not responses:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        emb = np.asarray(self.embed_pairs(prompts, responses), dtype=np.float32)
+        if emb.shape != (len(responses), self.embedding_dim):
+            raise RuntimeError(
+                f"encoder {self.name} returned shape {emb.shape}, expected {(len(responses), self.embedding_dim)}"
+            )
+        return np.concatenate([emb, self.scalar_features(responses)], axis=1)
+
+    @property
+    def prompt_dim(self) -> int:
+        """Length of the features of a prompt alone (:meth:`encode_prompts`)."""
+        return self.dim
+
+    def encode_prompts(self, prompts: Sequence[str]) -> np.ndarray:
+        """Features of prompts on their own, (n, prompt_dim). The default encodes the prompt as a
+        text; encoders that read the prompt may use their own rendering of it."""
+        return self.encode(prompts)

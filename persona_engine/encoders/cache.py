@@ -1,8 +1,19 @@
-"""The feature cache: every text is encoded once per encoder, ever, and kept in the store."""
+"""The feature cache: every text, and every (prompt, response) pair of an encoder that reads the
+prompt, is encoded once per encoder, ever, and kept in the store.
+
+Keys are ``(encoder id, prompt hash, response hash)``. An encoder that does not read the prompt
+caches a response under ``("", response hash)`` however many prompts it answers; one that reads
+the prompt caches each pair under ``(prompt hash, response hash)`` and a prompt alone under
+``(prompt hash, "")``. Every path that turns comparisons or candidates into features (training,
+onboarding, scoring, ranking, the service, the benchmarks, the generators) goes through
+:func:`comparison_arrays` or :func:`candidate_features`.
+
+What is encoded is committed chunk by chunk, so an interrupted run keeps what it finished.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -10,6 +21,8 @@ from ..progress import progress_bar
 from ..schemas import content_hash
 from ..store import Store
 from .base import Encoder
+
+DEFAULT_CHUNK = 256
 
 
 def encode_cached(
@@ -19,9 +32,9 @@ def encode_cached(
     *,
     hashes: Sequence[str] | None = None,
     progress: bool = False,
-    chunk: int = 256,
+    chunk: int = DEFAULT_CHUNK,
 ) -> np.ndarray:
-    """Features of ``texts`` (n, encoder.dim), reading the cache and encoding only what is missing."""
+    """Features of ``texts`` on their own (n, encoder.dim), encoding only what is not cached."""
     if hashes is None:
         hashes = [content_hash(t) for t in texts]
     unique: dict[str, str] = {}
@@ -47,3 +60,107 @@ def encode_cached(
     if not hashes:
         return np.zeros((0, encoder.dim), dtype=np.float32)
     return np.stack([cached[h] for h in hashes]).astype(np.float32, copy=False)
+
+
+def pair_features(
+    store: Store,
+    encoder: Encoder,
+    pairs: Sequence[tuple[str, str]],
+    texts: Mapping[str, str],
+    *,
+    progress: bool = False,
+    chunk: int | None = None,
+) -> np.ndarray:
+    """Features of (prompt hash, response hash) pairs, (n, encoder.dim); ``texts`` maps every hash
+    to its text. A prompt-free encoder reads the response alone (one cache row per response)."""
+    if not encoder.reads_prompt:
+        responses = [r for _, r in pairs]
+        return encode_cached(
+            store,
+            encoder,
+            [texts[h] for h in responses],
+            hashes=responses,
+            progress=progress,
+            chunk=chunk or DEFAULT_CHUNK,
+        )
+    keys = list(dict.fromkeys(pairs))
+    cached = store.get_pair_features(encoder.id, keys)
+    # grouped by prompt, so an encoder that reuses a prompt's computation sees its candidates together
+    missing = sorted((k for k in keys if k not in cached), key=lambda k: k[0])
+    if missing:
+        step = chunk or max(1, int(getattr(encoder.config, "cache_chunk", 64)))
+        bar = progress_bar(
+            total=len(missing),
+            desc=f"encoding pairs with {encoder.name}",
+            unit="pair",
+            disable=not progress,
+        )
+        for i in range(0, len(missing), step):
+            part = missing[i : i + step]
+            vecs = encoder.encode_pairs([texts[p] for p, _ in part], [texts[r] for _, r in part])
+            new = {k: vecs[j] for j, k in enumerate(part)}
+            store.put_pair_features(encoder.id, new)
+            cached.update(new)
+            bar.update(len(part))
+        bar.close()
+    if not pairs:
+        return np.zeros((0, encoder.dim), dtype=np.float32)
+    return np.stack([cached[k] for k in pairs]).astype(np.float32, copy=False)
+
+
+def prompt_features(
+    store: Store,
+    encoder: Encoder,
+    hashes: Sequence[str],
+    texts: Mapping[str, str],
+    *,
+    progress: bool = False,
+) -> np.ndarray:
+    """Features of prompts on their own, (n, encoder.prompt_dim)."""
+    if not encoder.reads_prompt:
+        return encode_cached(
+            store, encoder, [texts[h] for h in hashes], hashes=list(hashes), progress=progress
+        )
+    keys = [(h, "") for h in dict.fromkeys(hashes)]
+    cached = store.get_pair_features(encoder.id, keys)
+    missing = [k for k in keys if k not in cached]
+    for i in range(0, len(missing), DEFAULT_CHUNK):
+        part = missing[i : i + DEFAULT_CHUNK]
+        vecs = encoder.encode_prompts([texts[p] for p, _ in part])
+        new = {k: vecs[j] for j, k in enumerate(part)}
+        store.put_pair_features(encoder.id, new)
+        cached.update(new)
+    if not hashes:
+        return np.zeros((0, encoder.prompt_dim), dtype=np.float32)
+    return np.stack([cached[(h, "")] for h in hashes]).astype(np.float32, copy=False)
+
+
+def comparison_arrays(
+    store: Store,
+    encoder: Encoder,
+    prompt_hashes: Sequence[str],
+    chosen_hashes: Sequence[str],
+    rejected_hashes: Sequence[str],
+    texts: Mapping[str, str],
+    *,
+    progress: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prompt, chosen, rejected) feature arrays of comparisons given by content hashes: features
+    of each prompt, of (prompt, chosen) and of (prompt, rejected)."""
+    n = len(prompt_hashes)
+    pairs = list(zip(prompt_hashes, chosen_hashes)) + list(zip(prompt_hashes, rejected_hashes))
+    items = pair_features(store, encoder, pairs, texts, progress=progress)
+    prompts = prompt_features(store, encoder, list(prompt_hashes), texts)
+    return prompts, items[:n], items[n:]
+
+
+def candidate_features(
+    store: Store, encoder: Encoder, prompt: str, candidates: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features of one prompt (prompt_dim,) and of (prompt, candidate) for each candidate (m, dim):
+    what a backend's ``reward`` receives when scoring candidates for a user."""
+    ph = content_hash(prompt)
+    hashes = [content_hash(c) for c in candidates]
+    texts = {ph: prompt, **dict(zip(hashes, candidates))}
+    items = pair_features(store, encoder, [(ph, h) for h in hashes], texts)
+    return prompt_features(store, encoder, [ph], texts)[0], items

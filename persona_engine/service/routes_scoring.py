@@ -61,8 +61,10 @@ def score_candidates(
     else:
         rec, backend = engine.load_model(body.model)
         state, source = backend.prior(), "prior"
-    feats = engine.features([body.prompt, *body.candidates], encoder=engine.model_encoder(rec))
-    scores = backend.reward(state, feats[0], feats[1:])
+    prompt_vec, items = engine.candidate_features(
+        body.prompt, body.candidates, engine.model_encoder(rec)
+    )
+    scores = backend.reward(state, prompt_vec, items)
     return rec, source, [float(s) for s in scores]
 
 

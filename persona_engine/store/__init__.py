@@ -219,6 +219,7 @@ class Store:
                 chunk = orphans[i : i + 500]
                 marks = ",".join("?" * len(chunk))
                 conn.execute(f"DELETE FROM features WHERE hash IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM features WHERE prompt_hash IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM items WHERE hash IN ({marks})", chunk)
             counts["items"] = len(orphans)
         return counts
@@ -368,24 +369,45 @@ class Store:
 
     # -- feature cache -----------------------------------------------------------------------
     def get_features(self, encoder: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for i in range(0, len(hashes), 900):
-            chunk = list(hashes[i : i + 900])
-            marks = ",".join("?" * len(chunk))
-            for r in self._query(
-                f"SELECT hash, dim, vector FROM features WHERE encoder=? AND hash IN ({marks})",
-                [encoder, *chunk],
-            ):
-                out[r["hash"]] = from_blob(r["vector"], r["dim"])
-        return out
+        """Cached features of texts on their own (``prompt_hash = ''``), by content hash."""
+        return {
+            h: v for (_, h), v in self.get_pair_features(encoder, [("", h) for h in hashes]).items()
+        }
 
     def put_features(self, encoder: str, vectors: dict[str, np.ndarray]) -> None:
+        self.put_pair_features(encoder, {("", h): v for h, v in vectors.items()})
+
+    def get_pair_features(
+        self, encoder: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], np.ndarray]:
+        """Cached features by ``(prompt_hash, hash)``: a (prompt, response) pair of an encoder that
+        reads the prompt, ``("", hash)`` for a text on its own, ``(prompt_hash, "")`` for a prompt
+        alone under an encoder that reads prompts."""
+        out: dict[tuple[str, str], np.ndarray] = {}
+        by_prompt: dict[str, list[str]] = {}
+        for p, h in keys:
+            by_prompt.setdefault(p, []).append(h)
+        for p, hashes in by_prompt.items():
+            hashes = list(dict.fromkeys(hashes))
+            for i in range(0, len(hashes), 900):
+                chunk = hashes[i : i + 900]
+                marks = ",".join("?" * len(chunk))
+                for r in self._query(
+                    "SELECT hash, dim, vector FROM features "
+                    f"WHERE encoder=? AND prompt_hash=? AND hash IN ({marks})",
+                    [encoder, p, *chunk],
+                ):
+                    out[(p, r["hash"])] = from_blob(r["vector"], r["dim"])
+        return out
+
+    def put_pair_features(self, encoder: str, vectors: dict[tuple[str, str], np.ndarray]) -> None:
         if not vectors:
             return
         with self.transaction() as conn:
             conn.executemany(
-                "INSERT OR REPLACE INTO features(encoder, hash, dim, vector) VALUES (?,?,?,?)",
-                [(encoder, h, int(v.shape[0]), to_blob(v)) for h, v in vectors.items()],
+                "INSERT OR REPLACE INTO features(encoder, prompt_hash, hash, dim, vector) "
+                "VALUES (?,?,?,?,?)",
+                [(encoder, p, h, int(v.shape[0]), to_blob(v)) for (p, h), v in vectors.items()],
             )
 
     def count_features(self, encoder: str | None = None) -> int:

@@ -89,3 +89,32 @@ def m001_initial(db: Database) -> None:
         )"""
     )
     db.execute("CREATE INDEX idx_profiles_model ON profiles(model_id)")
+
+
+@migrations()
+def m002_pair_features(db: Database) -> None:
+    """Key cached features by (encoder, prompt hash, response hash).
+
+    Encoders that read the prompt cache one row per (prompt, response) pair, and the features of a
+    prompt alone under ``hash = ''``; encoders that do not read the prompt keep ``prompt_hash = ''``,
+    so every row cached before this migration stays valid as it is.
+    """
+    db.execute(
+        """
+        CREATE TABLE features_v2 (
+            encoder TEXT NOT NULL,
+            prompt_hash TEXT NOT NULL DEFAULT '',
+            hash TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            PRIMARY KEY (encoder, prompt_hash, hash)
+        )"""
+    )
+    db.execute(
+        "INSERT INTO features_v2(encoder, prompt_hash, hash, dim, vector) "
+        "SELECT encoder, '', hash, dim, vector FROM features"
+    )
+    db.execute("DROP TABLE features")
+    db.execute("ALTER TABLE features_v2 RENAME TO features")
+    db.execute("CREATE INDEX idx_features_hash ON features(hash)")
+    db.execute("CREATE INDEX idx_features_prompt ON features(prompt_hash) WHERE prompt_hash != ''")

