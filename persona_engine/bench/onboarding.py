@@ -80,6 +80,13 @@ class _Features:
         path = Path(cfg.cache) if cfg.cache else user_dir() / "cache" / "bench_features.db"
         self.store = Store(path)
         self.encoder = get_plugin_manager().get("encoders", cfg.encoder)(cfg.encoder_options)
+        if self.encoder.reads_prompt:
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError(
+                f"the onboarding scale bench keys features by text and takes prompt-free encoders "
+                f"(minilm, hashing); {cfg.encoder!r} reads the prompt: use `persona bench reward`"
+            )
 
     def __call__(self, texts: list[str]) -> dict[str, np.ndarray]:
         from ..encoders.cache import encode_cached

@@ -31,6 +31,7 @@ def cli() -> None:
 # Command modules, one per line (keep sorted): each registers its commands on `cli` when imported.
 from . import (  # noqa: E402,F401
     bench,
+    bench_encoders,
     bench_generate,
     bench_images,
     bench_reward,

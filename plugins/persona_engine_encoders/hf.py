@@ -239,11 +239,12 @@ class HFEncoder(Encoder):
         params = inspect.signature(self._base().forward).parameters
         return "cache" if "cache" in params else "past_key_values"
 
-    def _run(self, ids: Any, mask: Any, cache: Any = None) -> Any:
+    def _run(self, ids: Any, mask: Any, cache: Any = None, position_ids: Any = None) -> Any:
         kwargs = {self._cache_arg: cache} if cache is not None else {}
         return self._base()(
             input_ids=ids,
             attention_mask=mask,
+            position_ids=position_ids,
             use_cache=True,
             output_hidden_states=True,
             return_dict=True,
@@ -263,48 +264,66 @@ class HFEncoder(Encoder):
                 "(the response is never cut: shorten it, or lower max_prompt_tokens)"
             )
 
-    def _group_features(
-        self, prompt: str, responses: Sequence[str]
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(prompt feature (H,), pair features (m, embedding_dim)) for one prompt's responses: the
-        prefix runs once, its cache is copied for each batch of responses."""
+    @property
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return 0 if pad is None else int(pad)
+
+    def _prefix_batch(self, prefixes: list[list[int]]) -> tuple[Any, Any, Any, np.ndarray]:
+        """One forward pass over several prompt prefixes, right-padded: (output, mask, lengths,
+        prompt features (P, H)). Right padding keeps every real token's attention and position
+        what they are alone; the padded slots are masked for what comes after."""
         import torch
 
-        prefix = self.prefix_ids(prompt)
-        conts = [self.continuation_ids(r) for r in responses]
-        self._check_length(len(prefix) + max(len(c) for c, _ in conts))
-        layer = self.config.layer
-        out = np.zeros((len(responses), self.embedding_dim), dtype=np.float32)
-        with torch.inference_mode():
-            pre_ids = torch.tensor([prefix], device=self.device)
-            pre = self._run(pre_ids, torch.ones_like(pre_ids))
-            prompt_vec = pre.hidden_states[layer][0, -1].float().cpu().numpy()
-            order = sorted(range(len(conts)), key=lambda i: len(conts[i][0]))
-            pad = self.tokenizer.pad_token_id
-            pad = 0 if pad is None else int(pad)
-            for s in range(0, len(order), self.config.batch_size):
-                rows = order[s : s + self.config.batch_size]
-                width = max(len(conts[i][0]) for i in rows)
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), len(prefix) + width), dtype=torch.long)
-                mask[:, : len(prefix)] = 1
-                for j, i in enumerate(rows):
-                    c = conts[i][0]
-                    ids[j, : len(c)] = torch.tensor(c)
-                    mask[j, len(prefix) : len(prefix) + len(c)] = 1
-                cache = copy.deepcopy(self._cache_of(pre))
-                cache.batch_repeat_interleave(len(rows))
-                res = self._run(ids.to(self.device), mask.to(self.device), cache)
-                hidden = res.hidden_states[layer].float()
-                for j, i in enumerate(rows):
-                    n_all, n_resp = len(conts[i][0]), conts[i][1]
-                    feats = [hidden[j, n_all - 1]]
-                    if self.config.mean_pool:
-                        feats.append(hidden[j, : max(n_resp, 1)].mean(dim=0))
-                    if self.with_score:
-                        feats.append(self._score(res.last_hidden_state[j, n_all - 1]))
-                    out[i] = torch.cat(feats).cpu().numpy()
-        return prompt_vec, out
+        lengths = torch.tensor([len(p) for p in prefixes])
+        width = int(lengths.max())
+        ids = torch.full((len(prefixes), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prefixes), width), dtype=torch.long)
+        for i, p in enumerate(prefixes):
+            ids[i, : len(p)] = torch.tensor(p)
+            mask[i, : len(p)] = 1
+        pos = torch.arange(width).expand(len(prefixes), width)
+        out = self._run(ids.to(self.device), mask.to(self.device), position_ids=pos.to(self.device))
+        hidden = out.hidden_states[self.config.layer].float()
+        prompt_vecs = hidden[torch.arange(len(prefixes)), lengths - 1].cpu().numpy()
+        return out, mask, lengths, prompt_vecs
+
+    def _continuations(
+        self,
+        pre: Any,
+        pre_mask: Any,
+        lengths: Any,
+        owner: list[int],
+        conts: list[tuple[list[int], int]],
+    ) -> np.ndarray:
+        """Features of continuations ``conts`` (row ``j`` continues prefix ``owner[j]``) on a copy
+        of the prefixes' cache whose rows are picked for each continuation."""
+        import torch
+
+        width = max(len(c) for c, _ in conts)
+        ids = torch.full((len(conts), width), self._pad_id, dtype=torch.long)
+        cont_mask = torch.zeros((len(conts), width), dtype=torch.long)
+        for j, (c, _) in enumerate(conts):
+            ids[j, : len(c)] = torch.tensor(c)
+            cont_mask[j, : len(c)] = 1
+        sel = torch.tensor(owner)
+        mask = torch.cat([pre_mask[sel], cont_mask], dim=1)
+        pos = lengths[sel][:, None] + torch.arange(width)[None, :]
+        cache = copy.deepcopy(self._cache_of(pre))
+        cache.batch_select_indices(sel.to(self.device))
+        res = self._run(
+            ids.to(self.device), mask.to(self.device), cache, position_ids=pos.to(self.device)
+        )
+        hidden = res.hidden_states[self.config.layer].float()
+        out = np.zeros((len(conts), self.embedding_dim), dtype=np.float32)
+        for j, (c, n_resp) in enumerate(conts):
+            feats = [hidden[j, len(c) - 1]]
+            if self.config.mean_pool:
+                feats.append(hidden[j, : max(n_resp, 1)].mean(dim=0))
+            if self.with_score:
+                feats.append(self._score(res.last_hidden_state[j, len(c) - 1]))
+            out[j] = torch.cat(feats).cpu().numpy()
+        return out
 
     def _score(self, last_hidden: Any) -> Any:
         """The reward model's own score of a last-token state (its first output)."""
@@ -317,25 +336,48 @@ class HFEncoder(Encoder):
         return head(last_hidden.to(head.weight.dtype))[..., :1].float()
 
     def embed_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """Pair features. Prompts are taken in batches of similar length (``batch_size`` at a
+        time); each batch's prefixes run once, and their responses, sorted by length, run in
+        batches of ``batch_size`` on the copied prefix cache."""
+        import torch
+
         groups: dict[str, list[int]] = {}
         for i, p in enumerate(prompts):
             groups.setdefault(p, []).append(i)
-        out = np.zeros((len(responses), self.embedding_dim), dtype=np.float32)
+        prefix = {p: self.prefix_ids(p) for p in groups}
+        conts = [self.continuation_ids(r) for r in responses]
         for p, rows in groups.items():
-            _, feats = self._group_features(p, [responses[i] for i in rows])
-            out[rows] = feats
+            self._check_length(len(prefix[p]) + max(len(conts[i][0]) for i in rows))
+        order = sorted(groups, key=lambda p: len(prefix[p]))
+        out = np.zeros((len(responses), self.embedding_dim), dtype=np.float32)
+        step = self.config.batch_size
+        with torch.inference_mode():
+            for s in range(0, len(order), step):
+                chunk = order[s : s + step]
+                pre, pre_mask, lengths, _ = self._prefix_batch([prefix[p] for p in chunk])
+                rows = sorted(
+                    ((k, i) for k, p in enumerate(chunk) for i in groups[p]),
+                    key=lambda ki: len(conts[ki[1]][0]),
+                )
+                for b in range(0, len(rows), step):
+                    part = rows[b : b + step]
+                    feats = self._continuations(
+                        pre, pre_mask, lengths, [k for k, _ in part], [conts[i] for _, i in part]
+                    )
+                    for j, (_, i) in enumerate(part):
+                        out[i] = feats[j]
         return out
 
     def encode_prompts(self, prompts: Sequence[str]) -> np.ndarray:
         import torch
 
-        layer = self.config.layer
+        ids = [self.prefix_ids(p) for p in prompts]
         out = np.zeros((len(prompts), self.hidden_size), dtype=np.float32)
+        order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
         with torch.inference_mode():
-            for i, p in enumerate(prompts):
-                ids = torch.tensor([self.prefix_ids(p)], device=self.device)
-                res = self._run(ids, torch.ones_like(ids))
-                out[i] = res.hidden_states[layer][0, -1].float().cpu().numpy()
+            for s in range(0, len(order), self.config.batch_size):
+                rows = order[s : s + self.config.batch_size]
+                out[rows] = self._prefix_batch([ids[i] for i in rows])[3]
         return out
 
     def embed(self, inputs: Sequence[str]) -> np.ndarray:

@@ -6,8 +6,8 @@ arXiv:2502.13131.
 
 Shared parameters: reward heads ``H`` (h x d) = the mean preference direction and the principal
 directions (both signs) of chosen-minus-rejected feature differences over the whole population,
-on standardised item features. A user: weights ``w`` over the heads from their own comparisons,
-``w = softmax(-L / T)`` with ``L_j`` head ``j``'s Bradley-Terry loss on them (see
+on standardised features of (prompt, response) pairs. A user: weights ``w`` over the heads from
+their own comparisons, ``w = softmax(-L / T)`` with ``L_j`` head ``j``'s Bradley-Terry loss on them (see
 :mod:`persona_engine_pca.decomposition`). Fitting and onboarding are closed form: no gradient
 steps, no torch.
 """
