@@ -53,9 +53,9 @@ class UserProfilesMixin:
         def user_state(
             self, user_id: str, *, model: str | None = None
         ) -> tuple[ModelRecord, RewardBackend, UserState, str]: ...
-        def features(
-            self, texts: Sequence[str], *, encoder: Encoder | None = None, progress: bool = False
-        ) -> np.ndarray: ...
+        def candidate_features(
+            self, prompt: str, candidates: Sequence[str], encoder: Encoder | None = None
+        ) -> tuple[np.ndarray, np.ndarray]: ...
         def preference_data(
             self,
             comparisons: Sequence[Any],

@@ -59,7 +59,22 @@ def _backend_options(options: tuple[str, ...], backends: list[str]) -> dict[str,
     default=0,
     show_default=True,
     type=int,
-    help="Seed of the split, the bootstrap and every backend.",
+    help="First seed (seeds are SEED, SEED+1, ...); also the bootstrap's seed.",
+)
+@click.option(
+    "--seeds",
+    "n_seeds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Number of seeds; each redraws the user split, the shots and every backend's seed.",
+)
+@click.option(
+    "--old-split-seeds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Also fit and score the old 70/30 split by comparison on this many seeds (seen accuracy, for comparison; 0: off).",
 )
 @click.option(
     "--out",
@@ -73,7 +88,7 @@ def _backend_options(options: tuple[str, ...], backends: list[str]) -> dict[str,
     "plot",
     type=click.Path(path_type=Path),
     default=None,
-    help="PNG of unseen accuracy against shots (default: beside --out).",
+    help="PNG of unseen accuracy against shots with CIs (default: beside --out).",
 )
 @click.option(
     "--encoder", default="minilm", show_default=True, help="Encoder plugin for the texts."
@@ -96,6 +111,26 @@ def _backend_options(options: tuple[str, ...], backends: list[str]) -> dict[str,
     default=20,
     show_default=True,
     help="Users with fewer comparisons are left out.",
+)
+@click.option(
+    "--min-test",
+    type=int,
+    default=5,
+    show_default=True,
+    help="Unseen users with fewer test comparisons (sharing no text with the 20 candidate shots) are left out.",
+)
+@click.option(
+    "--test-fraction",
+    type=float,
+    default=0.3,
+    show_default=True,
+    help="Seen users' share of kept pairs held out as test pairs (split by text).",
+)
+@click.option(
+    "--cold-start-option",
+    "cold_start_options",
+    multiple=True,
+    help="Option of the engine's cold-start rule KEY=VALUE (repeatable), e.g. max_comparisons=1.",
 )
 @click.option(
     "--chunk-users",
@@ -137,12 +172,17 @@ def bench_reward(
     backends: str,
     shots: str,
     seed: int,
+    n_seeds: int,
+    old_split_seeds: int,
     out: Path | None,
     plot: Path | None,
     encoder: str,
     encoder_options: tuple[str, ...],
     max_per_user: int | None,
     min_comparisons: int,
+    min_test: int,
+    test_fraction: float,
+    cold_start_options: tuple[str, ...],
     chunk_users: int | None,
     cache: Path | None,
     options: tuple[str, ...],
@@ -151,8 +191,10 @@ def bench_reward(
     dataset: str | None,
     quiet: bool,
 ) -> None:
-    """Seen-user and few-shot unseen-user accuracy (all and new-item comparisons, bootstrap CIs),
-    fit time, onboarding latency and scoring throughput of reward backends on a JSONL FILE."""
+    """Few-shot accuracy of unseen users onboarded through the engine (on test pairs sharing no
+    text with their shots, at every k), its slope from k=1 to k=20, seen-user accuracy (split by
+    text, and the old split), per user and pooled, over several seeds with bootstrap CIs; fit
+    time, onboarding latency and scoring throughput of reward backends on a JSONL file."""
     from ..bench.protocol import ProtocolConfig
     from ..bench.report import markdown_report, plot_shots
     from ..bench.reward import RewardBenchOptions, run_reward_benchmark
@@ -164,11 +206,18 @@ def bench_reward(
         backends=names,
         shots=sorted(set(_int_list(shots, "--shots"))),
         seed=seed,
+        seeds=n_seeds,
+        old_split_seeds=old_split_seeds,
         encoder=encoder,
         encoder_config=_parse_options(encoder_options),
         protocol=ProtocolConfig(
-            min_comparisons=min_comparisons, max_per_user=max_per_user, chunk_users=chunk_users
+            min_comparisons=min_comparisons,
+            max_per_user=max_per_user,
+            chunk_users=chunk_users,
+            min_test=min_test,
+            test_fraction=test_fraction,
         ),
+        cold_start=_parse_options(cold_start_options),
         cache=cache,
         backend_options=_backend_options(options, names),
         dataset=dataset,
