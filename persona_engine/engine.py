@@ -203,6 +203,7 @@ class Engine(UserProfilesMixin):
         progress: bool = False,
         activate: bool = True,
         rederive: bool = True,
+        finetune: dict[str, Any] | None = None,
     ) -> ModelRecord:
         """Fit ``backend`` on the stored comparisons (of ``users``, default all), save it, register
         it as a new version, and write the training users' profiles under that version. With
@@ -210,19 +211,35 @@ class Engine(UserProfilesMixin):
         trained on are re-embedded under the new one (else see :meth:`stale_users`).
 
         ``encoder`` (default: the engine's) is recorded with the model, so scoring and onboarding
-        for this version always use the features it was trained on."""
+        for this version always use the features it was trained on.
+
+        ``finetune`` (options of LoRA fine-tuning, e.g. ``{"r": 8, "epochs": 1}``) first trains
+        adapters on the encoder's backbone with the comparisons' texts (per-user heads when the
+        backend is personalized), saves them beside the model (``v<N>-adapter``), and fits the
+        backend on the adapted features; the record's encoder config names the adapter."""
         cls = self.plugins.get("backends", backend)
         model = cls(config)
         comps = self.store.comparisons(users=users)
         if not comps:
             raise InvalidInputError("no comparisons stored; record or ingest some first")
         enc = self.encoder(encoder, encoder_config)
+        version = self.store.next_model_version(backend)
+        path = self.home / "models" / backend / f"v{version}"
+        if finetune is not None:
+            enc = enc.finetune(
+                comps,
+                finetune,
+                personalized=model.personalized,
+                out_dir=path.with_name(f"v{version}-adapter"),
+                progress=progress,
+            )
+            with self._lock:  # the adapted model, already in memory, serves this version
+                key = f"{enc.name}:{sorted(enc.config.model_dump(mode='json').items())}"
+                self._encoders[key] = enc
         data = self.preference_data(comps, encoder=enc, progress=progress)
         started = utcnow()
         metrics = model.fit(data, progress=progress)
-        version = self.store.next_model_version(backend)
         model_id = f"{backend}-v{version}"
-        path = self.home / "models" / backend / f"v{version}"
         model.save(path)
         record = ModelRecord(
             id=model_id,

@@ -1,8 +1,10 @@
 """The one training loop every torch backend uses.
 
 Seeded shuffling and initialisation, a validation split for early stopping (the best weights are
-restored at the end), AdamW, mini-batches, a progress bar. Backends supply a module and a loss
-function over a batch of row indices; datasets are data, not copied scripts.
+restored at the end), AdamW, mini-batches, a progress bar, on ``TrainingConfig.device``. Backends
+supply a module and a loss function over a batch of row indices; datasets are data, not copied
+scripts. The loop moves the module to the training device; the loss function puts its batch on
+the module's device (``resolve_device(config.device)``, or the device of the module's parameters).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .config import TrainingConfig
+from .errors import InvalidInputError
 from .progress import progress_bar
 
 if TYPE_CHECKING:
@@ -39,6 +42,45 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device ``name`` names ('auto': CUDA when available, else CPU), checked to exist
+    here: an unknown name or an absent accelerator is a clear error, never a silent CPU run."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InvalidInputError(
+            f"unknown training device {name!r}; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidInputError(
+                f"training device {name!r} asked for, but torch sees no CUDA device here "
+                "(use device='cpu' or 'auto')"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InvalidInputError(
+                f"training device {name!r} does not exist: {torch.cuda.device_count()} CUDA "
+                "device(s) here"
+            )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError(f"training device {name!r} asked for, but MPS is not available")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise InvalidInputError(
+            f"training device {name!r} is not supported; use 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        )
+    return device
+
+
+def _module_device(module: torch.nn.Module) -> torch.device | None:
+    for p in module.parameters():
+        return p.device
+    return None
 
 
 def split_indices(
@@ -80,8 +122,37 @@ def fit_module(
     """Minimise ``loss_fn(batch_rows, epoch)`` over rows ``0..n_rows-1``.
 
     ``eval_loss_fn(rows)`` gives the validation loss (defaults to ``loss_fn(rows, epoch)`` under
-    ``torch.no_grad``). The module is left holding the weights of the best validation epoch.
+    ``torch.no_grad``). The module trains on ``config.device`` and is left holding the weights of
+    the best validation epoch, back on the device it came in on.
     """
+    device = resolve_device(config.device)
+    origin = _module_device(module)
+    module.to(device)
+    try:
+        return _fit(module, loss_fn, n_rows, config, groups, params, desc, progress, eval_loss_fn)
+    except RuntimeError as e:
+        if "same device" in str(e):  # torch: "Expected all tensors to be on the same device"
+            raise InvalidInputError(
+                f"{desc}: training on {device}, but the loss mixed tensors of another device "
+                f"({e}); the loss function must put its batch on the module's device"
+            ) from e
+        raise
+    finally:
+        if origin is not None:
+            module.to(origin)
+
+
+def _fit(
+    module: torch.nn.Module,
+    loss_fn: Callable[[np.ndarray, int], torch.Tensor],
+    n_rows: int,
+    config: TrainingConfig,
+    groups: np.ndarray | None,
+    params: list[Any] | None,
+    desc: str,
+    progress: bool,
+    eval_loss_fn: Callable[[np.ndarray], torch.Tensor] | None,
+) -> TrainResult:
     import torch
 
     seed_everything(config.seed)

@@ -74,19 +74,37 @@ def ingest(file: Path, skip_bad: bool, limit: int | None) -> None:
     multiple=True,
     help="Encoder option KEY=VALUE (repeatable).",
 )
+@click.option(
+    "--finetune",
+    "finetune_options",
+    multiple=True,
+    help="Fine-tune LoRA adapters on the hf encoder's backbone first, with option KEY=VALUE "
+    "(repeatable, e.g. --finetune r=8 --finetune epochs=1), or 'default' for the defaults.",
+)
 def train(
     backend: str,
     options: tuple[str, ...],
     config_file: Path | None,
     encoder: str | None,
     encoder_options: tuple[str, ...],
+    finetune_options: tuple[str, ...],
 ) -> None:
     """Fit a population reward model on all stored comparisons."""
     config = json.loads(config_file.read_text()) if config_file else {}
     config.update(_parse_options(options))
     enc_config = _parse_options(encoder_options) if encoder_options else None
+    finetune = (
+        _parse_options(tuple(o for o in finetune_options if o != "default"))
+        if finetune_options
+        else None
+    )
     rec = get_engine().train(
-        backend, config, encoder=encoder, encoder_config=enc_config, progress=True
+        backend,
+        config,
+        encoder=encoder,
+        encoder_config=enc_config,
+        progress=True,
+        finetune=finetune,
     )
     click.echo(
         f"trained {rec.id} on {rec.data['comparisons']} comparisons of {rec.data['users']} users in {rec.data['fit_seconds']:.1f}s; saved to {rec.path}"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -145,3 +146,22 @@ class Encoder(ABC):
         """Features of prompts on their own, (n, prompt_dim). The default encodes the prompt as a
         text; encoders that read the prompt may use their own rendering of it."""
         return self.encode(prompts)
+
+    # -- fine-tuning -----------------------------------------------------------------------------
+    def finetune(
+        self,
+        comparisons: Sequence[Any],
+        options: dict[str, Any],
+        *,
+        personalized: bool,
+        out_dir: Path,
+        progress: bool = False,
+    ) -> Encoder:
+        """Train the encoder's backbone on ``comparisons`` (objects with ``user_id``, ``prompt``,
+        ``chosen``, ``rejected``, ``strength``, ``tie``), save what was trained under ``out_dir``
+        and return the adapted encoder, whose :attr:`id` differs from this one's. Encoders with a
+        trainable backbone override this (``hf``: LoRA adapters); the rest refuse."""
+        raise InvalidInputError(
+            f"the {self.name!r} encoder has no trainable backbone; fine-tuning trains LoRA "
+            "adapters on the 'hf' encoder's language model (train with --encoder hf)"
+        )

