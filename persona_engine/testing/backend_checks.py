@@ -17,6 +17,11 @@ is known (:func:`persona_engine.testing.synthetic_population`) and checks the co
                         use before ``fit`` each raise the right PersonaEngineError
 ``determinism``         two fits with the same config give the same scores, whatever the global
                         random state was before
+``user_sensitivity``    a personalized backend's reward depends on the user: swapping a training
+                        user's state for another's changes the reward margins of their held-out
+                        comparisons (relative swap sensitivity, see :func:`swap_sensitivity`);
+                        a backend whose reward ignores the user vector (VPL's posterior collapse)
+                        scores 0
 
 Each ``check_*`` method raises :class:`ConformanceFailure` (an AssertionError) with a message that
 names the backend. :func:`run_conformance` runs them all and returns a report.
@@ -48,6 +53,7 @@ CHECKS = (
     "config_validation",
     "bad_inputs",
     "determinism",
+    "user_sensitivity",
 )
 
 
@@ -74,6 +80,33 @@ def _fail(backend: str, check: str, msg: str) -> ConformanceFailure:
 
 def _accuracy(backend: RewardBackend, state: UserState, data: PreferenceData) -> float:
     return float((backend.preference_logits(state, data) > 0).mean())
+
+
+def swap_sensitivity(
+    backend: RewardBackend,
+    states: dict[str, UserState],
+    comparisons: dict[str, PreferenceData],
+    seed: int = 0,
+) -> tuple[float, float]:
+    """``(absolute, relative)`` swap sensitivity: the mean over users ``u`` of the mean absolute
+    change of ``u``'s reward margins ``r(chosen) - r(rejected)`` on ``comparisons[u]`` when
+    ``states[u]`` is replaced by the state of another user (a random derangement); ``relative``
+    divides by the mean ``|margin|`` under the users' own states (at least 1). 0 means the reward
+    ignores the user."""
+    users = [u for u in comparisons if u in states and len(comparisons[u])]
+    if len(users) < 2:
+        return 0.0, 0.0
+    order = np.random.default_rng(seed).permutation(len(users))
+    partner = np.empty(len(users), dtype=np.int64)
+    partner[order] = np.roll(order, -1)  # one cycle: nobody keeps their own state
+    change, size = [], []
+    for i, u in enumerate(users):
+        own = backend.preference_logits(states[u], comparisons[u])
+        other = backend.preference_logits(states[users[partner[i]]], comparisons[u])
+        change.append(float(np.mean(np.abs(own - other))))
+        size.append(float(np.mean(np.abs(own))))
+    absolute = float(np.mean(change))
+    return absolute, absolute / max(float(np.mean(size)), 1.0)
 
 
 def _expect_error(
@@ -476,6 +509,23 @@ class ConformanceRun:
             raise self.fail(
                 c,
                 f"two fits with the same config (and seed) gave different scores (max difference {worst:.3g}); seed every random source from the config, not the global state",
+            )
+
+    def check_user_sensitivity(self) -> None:
+        c, model, split = "user_sensitivity", self.model, self.split
+        if not self.personalized:
+            return
+        states = {u: model.user_state(u) for u in split.seen_test}
+        absolute, relative = swap_sensitivity(model, states, split.seen_test, seed=self.s.seed)
+        self.metrics["swap_sensitivity"] = absolute
+        self.metrics["swap_sensitivity_relative"] = relative
+        if relative < self.s.min_swap_sensitivity:
+            raise self.fail(
+                c,
+                f"swapping a user's state for another user's changes their reward margins by "
+                f"{absolute:.3g} on average ({relative:.3f} of a margin, below "
+                f"{self.s.min_swap_sensitivity}) on two groups with opposite tastes: the reward "
+                "ignores the user (posterior collapse, for a latent-variable model)",
             )
 
     def run(self, check: str) -> None:

@@ -95,3 +95,6 @@ class BackendConformance:
 
     def test_determinism(self, conformance: ConformanceRun) -> None:
         conformance.check_determinism()
+
+    def test_user_sensitivity(self, conformance: ConformanceRun) -> None:
+        conformance.check_user_sensitivity()

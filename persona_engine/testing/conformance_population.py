@@ -35,6 +35,8 @@ class ConformanceSettings:
     min_unseen_accuracy: float = 0.70
     min_group_accuracy: float = 0.60
     min_population_accuracy: float = 0.62
+    #: least relative swap sensitivity of a personalized backend (about 1 when users are told apart)
+    min_swap_sensitivity: float = 0.3
     score_atol: float = 1e-5
     score_rtol: float = 1e-4
 

@@ -60,12 +60,22 @@ class Selection:
 Task = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def make_tasks(users: list[tuple[np.ndarray, np.ndarray]], seed: int) -> list[Task]:
+def make_tasks(
+    users: list[tuple[np.ndarray, np.ndarray]],
+    seed: int,
+    texts: list[tuple[list[str], list[str]]] | None = None,
+) -> list[Task]:
     """(shot rows, shot targets, held-out rows, held-out targets) for every user and shot count
-    (a seeded sample of :data:`MAX_TASKS` of them when there are more)."""
+    (a seeded sample of :data:`MAX_TASKS` of them when there are more).
+
+    With ``texts`` (each user's chosen and rejected content hashes, row by row) the held-out rows
+    are new items: those that share no text with any of the user's shots, which is what a product
+    needs predicted (a user's labels on texts they already rated reward remembering them, and
+    select a prior that lets users move freely along their shots' differences). A shot count that
+    leaves no such row is skipped."""
     rng = np.random.default_rng(seed)
     tasks = []
-    for delta, target in users:
+    for u, (delta, target) in enumerate(users):
         n = len(target)
         if n < 4:
             continue
@@ -73,6 +83,15 @@ def make_tasks(users: list[tuple[np.ndarray, np.ndarray]], seed: int) -> list[Ta
         cuts = sorted({k for k in SHOT_GRID if k <= n - 2} | {int(round(0.7 * n))})
         for k in cuts:
             shot, rest = order[:k], order[k:]
+            if texts is not None:
+                chosen, rejected = texts[u]
+                seen = {chosen[i] for i in shot} | {rejected[i] for i in shot}
+                rest = np.array(
+                    [i for i in rest if chosen[i] not in seen and rejected[i] not in seen],
+                    dtype=np.int64,
+                )
+                if len(rest) == 0:
+                    continue
             tasks.append((delta[shot], target[shot], delta[rest], target[rest]))
     if len(tasks) > MAX_TASKS:  # enough to rank the candidates; keeps the fit time bounded
         tasks = [tasks[i] for i in sorted(rng.choice(len(tasks), MAX_TASKS, replace=False))]

@@ -180,21 +180,35 @@ class HierFit:
     em_iterations_kept: int
 
 
-def fit_hierarchical(
-    users: list[tuple[np.ndarray, np.ndarray]], config: HierConfig, *, progress: bool = False
-) -> HierFit:
-    """The whole fit (see the module docstrings): the pooled model at its evidence-chosen
-    precision and the evidence-chosen isotropic ``s2`` start EM on most training users; at the
-    checkpoints the scales are chosen by few-shot prediction on the held-out ones; the best
-    checkpoint is kept; every training user's posterior under it."""
-    cfg = config
+def pooled_mean(
+    users: list[tuple[np.ndarray, np.ndarray]], config: HierConfig
+) -> tuple[float, np.ndarray]:
+    """The pooled Bradley-Terry fit of every comparison (its L2 precision and weights)."""
     delta = np.concatenate([d for d, _ in users])
     target = np.concatenate([t for _, t in users])
-    if cfg.mean_l2 is None:
-        mean_l2, mean = evidence_l2(delta, target)
-    else:
-        mean_l2, mean = cfg.mean_l2, pooled_map(delta, target, cfg.mean_l2)[0]
-    dim = delta.shape[1]
+    if config.mean_l2 is None:
+        return evidence_l2(delta, target)
+    return config.mean_l2, pooled_map(delta, target, config.mean_l2)[0]
+
+
+def fit_hierarchical(
+    users: list[tuple[np.ndarray, np.ndarray]],
+    config: HierConfig,
+    *,
+    texts: list[tuple[list[str], list[str]]] | None = None,
+    mean: np.ndarray | None = None,
+    mean_l2: float = 0.0,
+    progress: bool = False,
+) -> HierFit:
+    """The whole fit (see the module docstrings): the pooled model at its evidence-chosen
+    precision (or the given ``mean``) and the evidence-chosen isotropic ``s2`` start EM on most
+    training users; at the checkpoints the scales are chosen by few-shot prediction of the
+    held-out ones' new-item comparisons (``texts``: each user's chosen and rejected hashes); the
+    best checkpoint is kept; every training user's posterior under it."""
+    cfg = config
+    if mean is None:
+        mean_l2, mean = pooled_mean(users, cfg)
+    dim = users[0][0].shape[1]
     n_val = int(round(len(users) * cfg.validation_fraction))
     em_args = {
         "rank": cfg.rank,
@@ -210,7 +224,7 @@ def fit_hierarchical(
         return HierFit(em.prior, posteriors, em, None, mean_l2, em.iterations)
     order = np.random.default_rng(cfg.seed).permutation(len(users))
     val, fit = [users[i] for i in order[:n_val]], [users[i] for i in order[n_val:]]
-    tasks = make_tasks(val, cfg.seed)
+    tasks = make_tasks(val, cfg.seed, None if texts is None else [texts[i] for i in order[:n_val]])
     start = GaussianPrior(mean, np.zeros((dim, cfg.rank)), isotropic_noise(fit, mean))
     best: list[tuple[Selection, int]] = [(select_scales(start, tasks), 0)]
 

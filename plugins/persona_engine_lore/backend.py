@@ -11,12 +11,15 @@ on the simplex, ``r_u(y) = e^T V w_u``, with the Bradley-Terry likelihood
 Training is the official joint objective (Adam on V and every theta at once, each user's
 comparisons averaged first so users count equally), through the shared loop
 :func:`persona_engine.training.fit_module` (mini-batches, validation split, early stopping).
-Onboarding freezes V and fits the B logits of the new user by Newton's method (``onboarding.py``).
+Onboarding freezes V and fits the B logits of the new user by Newton's method (``onboarding.py``):
+by default the MAP under the population's distribution of user weights (a Gaussian over the
+training users' centred logits, fitted after ``fit`` and saved with the model, ``user_prior.py``),
+or the published maximum-likelihood fit (``onboarding="published"``).
 ``rank=1`` is a plain linear Bradley-Terry head shared by all users (the official "K = 1" model).
 
-Deviations from the official code, all deliberate: the theta of a new user starts at 0 rather
-than a random draw, and a tiny L2 penalty (``onboard_l2``) keeps it finite when a handful of
-comparisons are separable; the "reference head" regulariser (alpha, 0 in the Reddit and
+Deviations from the official code, all deliberate: MAP onboarding by default (above); in the
+published procedure the theta of a new user starts at 0 rather than a random draw, and a tiny L2
+penalty (``onboard_l2``) keeps it finite when a handful of comparisons are separable; the "reference head" regulariser (alpha, 0 in the Reddit and
 PersonalLLM runs, and built on the wrong head in the official code) is not implemented.
 """
 
@@ -33,6 +36,7 @@ from persona_engine.training import fit_module
 
 from .config import LoReConfig
 from .onboarding import fit_user_logits, softmax
+from .user_prior import LogitPrior
 
 
 class LoReBackend(RewardBackend):
@@ -85,6 +89,7 @@ class LoReBackend(RewardBackend):
         with torch.no_grad():
             w = model.user_weights().numpy().astype(np.float32)
         self.users = {u: self._state(w[i]) for i, u in enumerate(data.user_ids)}
+        self.user_prior = LogitPrior.fit(w, cfg.onboard_prior_scale)
         return {
             "epochs": result.epochs,
             "best_epoch": result.best_epoch,
@@ -92,6 +97,10 @@ class LoReBackend(RewardBackend):
             "val_loss": result.val_loss,
             # the official pruning rule: a direction counts if some user gives it >= 1% weight
             "basis_used": int((w.max(axis=0) >= 1e-2).sum()),
+            # spread of the training users' centred logits: the scale of the onboarding prior
+            "user_logit_std": float(
+                np.sqrt(np.trace(np.linalg.inv(self.user_prior.precision)) / cfg.rank)
+            ),
         }
 
     def _set_basis(self, basis: np.ndarray) -> None:
@@ -112,13 +121,28 @@ class LoReBackend(RewardBackend):
         projected = (
             ((data.chosen - data.rejected) / self.scaler.std) @ self.basis / self.config.temperature
         )
+        cfg = self.config
+        if cfg.onboarding == "map":
+            mean, precision = self.user_prior.mean, self.user_prior.precision / len(data)
+            start: np.ndarray | None = mean
+        else:
+            mean, precision = np.zeros(cfg.rank), cfg.onboard_l2 * np.eye(cfg.rank)
+            start = None
         theta = fit_user_logits(
             projected,
             preference_targets(data.strength),
-            l2=self.config.onboard_l2,
-            max_iter=self.config.onboard_max_iter,
+            prior_mean=mean,
+            prior_precision=precision,
+            max_iter=cfg.onboard_max_iter,
+            start=start,
         )
         return self._state(softmax(theta))
+
+    def prior(self) -> UserState:
+        """The population's typical weights: ``softmax`` of the onboarding prior's mean (what MAP
+        onboarding returns before any comparison)."""
+        self.check_fitted()
+        return self._state(softmax(self.user_prior.mean))
 
     def _reward(self, vectors: np.ndarray, prompt: np.ndarray, items: np.ndarray) -> np.ndarray:
         per_direction = items @ self._scoring_basis + self._scoring_offset  # (m, B)
@@ -126,8 +150,9 @@ class LoReBackend(RewardBackend):
 
     # -- persistence -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        return {"basis": self.basis, **self.scaler.state()}
+        return {"basis": self.basis, **self.scaler.state(), **self.user_prior.state()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.scaler = Standardizer.from_state(state)
+        self.user_prior = LogitPrior.from_state(state)
         self._set_basis(state["basis"])

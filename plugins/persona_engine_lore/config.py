@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from persona_engine.config import PluginConfig, TrainingConfig
@@ -34,12 +36,32 @@ class LoReConfig(PluginConfig):
             "sum_u 1/n_u sum_i), so every user counts equally; False averages over comparisons."
         ),
     )
+    onboarding: Literal["map", "published"] = Field(
+        "map",
+        description=(
+            "How a new user's weights are fitted with V frozen. 'map': the maximum a posteriori "
+            "logits under a Gaussian fitted (after fit) to the training users' centred logits "
+            "clr(w_u), i.e. minimise sum_i nll_i + 1/2 (theta - m)^T S^-1 (theta - m), from m: with "
+            "one comparison a user stays near the population's typical weights and moves as the "
+            "comparisons grow. 'published': the official procedure, the maximum-likelihood fit of "
+            "the shots (plus onboard_l2), from the centre of the simplex; it fits 1-5 shots "
+            "exactly and overfits them."
+        ),
+    )
+    onboard_prior_scale: float = Field(
+        1.0,
+        gt=0,
+        description=(
+            "Multiplier of the covariance S of the population prior used by onboarding='map' "
+            "(above 1 trusts the shots more, below 1 the population more)."
+        ),
+    )
     onboard_l2: float = Field(
         1e-3,
         ge=0,
         description=(
-            "L2 penalty (lambda/2)|theta|^2 on a new user's logits during onboarding. The official "
-            "onboarding has none (500 Adam steps act as early stopping); a tiny one keeps the "
+            "L2 penalty (lambda/2)|theta|^2 on a new user's logits during onboarding='published'. "
+            "The official onboarding has none (500 Adam steps act as early stopping); a tiny one keeps the "
             "optimum finite when the few comparisons are separable."
         ),
     )

@@ -12,7 +12,10 @@ learned), with per-user mixture weights ``w_u = softmax(theta_u)`` over K protot
 
 Everything is learned jointly through :func:`persona_engine.training.fit_module` with the
 official per-group learning rates (projectors, user weights, prototypes, scale). Onboarding a new
-user freezes every network and fits only the K mixture logits (``onboarding.py``).
+user freezes every network and fits only the K mixture logits (``onboarding.py``): by default the
+MAP under the population's distribution of mixture weights (a Gaussian over the training users'
+centred logits, fitted after ``fit`` and saved with the model, ``user_prior.py``), or the
+published fit of the shots alone (``onboarding="published"``).
 
 Added to the published method: a **prototype-diversity penalty** ``lambda * mean_{k<l}
 relu(cos(q_k, q_l))^2`` (``loss.prototype_diversity_penalty``) on the prototypes in the preference
@@ -20,7 +23,8 @@ space they live in (A: ``p_k`` in the standardised item space, centred at 0; B: 
 each prompt of the batch). The official code has nothing that keeps prototypes apart; ``prototype_diversity=0``
 gives the published objective. ``fit`` reports the prototypes' mean and largest pairwise cosine.
 Other deviations: the official token-wise losses become one term per comparison (one feature
-vector per text), and onboarding starts at the centre of the simplex with a tiny L2.
+vector per text), MAP onboarding by default, and the published onboarding starts at the centre of
+the simplex with a tiny L2.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from persona_engine.training import fit_module
 from .config import PALConfig
 from .inference import NumpyProjector, distinct_rows, softmax, unit_rows
 from .onboarding import fit_mixture_logits, ideal_point_logits, prompt_mixture_logits
+from .user_prior import LogitPrior
 
 CHUNK = 8192  # rows per block when gathering per-row prompt points
 
@@ -168,6 +173,7 @@ class PALBackend(RewardBackend):
         with torch.no_grad():
             w = model.user_weights().numpy().astype(np.float32)
         self.users = {u: self._state(w[i]) for i, u in enumerate(data.user_ids)}
+        self.user_prior = LogitPrior.fit(w, cfg.onboard_prior_scale)
         cos = self.prototype_cosines(data)
         off = cos[~np.eye(len(cos), dtype=bool)]
         metrics = {
@@ -244,17 +250,31 @@ class PALBackend(RewardBackend):
     def _embed_user(self, data: PreferenceData) -> UserState:
         cfg = self.config
         logits_fn, target = self.onboarding_problem(data)
+        k = cfg.n_prototypes
+        if cfg.onboarding == "map":
+            mean, precision = self.user_prior.mean, self.user_prior.precision / len(data)
+            start: np.ndarray | None = mean
+        else:
+            mean, precision, start = np.zeros(k), cfg.onboard_l2 * np.eye(k), None
         theta = fit_mixture_logits(
             logits_fn,
-            cfg.n_prototypes,
+            k,
             target,
             kind=cfg.resolved_loss(),
-            l2=cfg.onboard_l2,
+            prior_mean=mean,
+            prior_precision=precision,
+            start=start,
             margin=cfg.hinge_margin,
             sharpness=cfg.onboard_hinge_sharpness,
             max_iter=cfg.onboard_max_iter,
         )
         return self._state(softmax(theta))
+
+    def prior(self) -> UserState:
+        """The population's typical mixture: ``softmax`` of the onboarding prior's mean (what MAP
+        onboarding returns before any comparison)."""
+        self.check_fitted()
+        return self._state(softmax(self.user_prior.mean))
 
     def _reward(self, vectors: np.ndarray, prompt: np.ndarray, items: np.ndarray) -> np.ndarray:
         points_y = (
@@ -286,11 +306,17 @@ class PALBackend(RewardBackend):
             **self._networks,
             **self.scaler.state(),
             **self.prompt_scaler.state("prompt_scaler"),
+            **self.user_prior.state(),
         }
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.scaler = Standardizer.from_state(state)
         self.prompt_scaler = Standardizer.from_state(state, "prompt_scaler")
+        self.user_prior = LogitPrior.from_state(state)
         self._set_networks(
-            {k: v for k, v in state.items() if not k.startswith(("scaler.", "prompt_scaler."))}
+            {
+                k: v
+                for k, v in state.items()
+                if not k.startswith(("scaler.", "prompt_scaler.", "user_prior."))
+            }
         )

@@ -75,10 +75,27 @@ class PALConfig(PluginConfig):
     logit_scale_lr: float = Field(
         0.1, gt=0, description="Adam learning rate of B's log-scale (official: 0.1)."
     )
+    onboarding: Literal["map", "published"] = Field(
+        "map",
+        description=(
+            "How a new user's mixture weights are fitted with every network frozen. 'map': the "
+            "maximum a posteriori logits under a Gaussian fitted (after fit) to the training "
+            "users' centred logits clr(w_u), i.e. minimise sum_i loss_i + 1/2 (theta - m)^T "
+            "S^-1 (theta - m), from m: one comparison keeps a user near the population's typical "
+            "mixture, more move them as far as they support. 'published': the official procedure, "
+            "the fit of the shots alone (plus onboard_l2) from the centre of the simplex; it fits "
+            "1-5 shots exactly and overfits them."
+        ),
+    )
+    onboard_prior_scale: float = Field(
+        1.0,
+        gt=0,
+        description="Multiplier of the covariance S of the population prior used by onboarding='map'.",
+    )
     onboard_l2: float = Field(
         1e-3,
         ge=0,
-        description="L2 penalty on a new user's mixture logits during onboarding (none in the official code).",
+        description="L2 penalty on a new user's mixture logits during onboarding='published' (none in the official code).",
     )
     onboard_max_iter: int = Field(
         100, ge=1, description="Iteration cap of the Gauss-Newton onboarding solver."

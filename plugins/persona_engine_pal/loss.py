@@ -66,19 +66,24 @@ def onboarding_objective(
     target: np.ndarray,
     *,
     kind: str,
-    l2: float,
+    prior_mean: np.ndarray,
+    prior_precision: np.ndarray,
     margin: float,
     sharpness: float,
 ) -> tuple[float, np.ndarray, np.ndarray]:
     """A new user's loss in their mixture logits theta, its gradient and Gauss-Newton Hessian.
 
-    ``logits`` s_i(theta) (n,) and ``jacobian`` ds/dtheta (n, K) come from the frozen networks::
+    ``logits`` s_i(theta) (n,) and ``jacobian`` ds/dtheta (n, K) come from the frozen networks;
+    with a Gaussian penalty ``N(m, P^-1)`` on theta::
 
-        f(theta) = mean_i l(s_i) + (l2 / 2) |theta|^2
-        grad     = J^T l'(s) / n + l2 theta,     G = J^T diag(l''(s) / n) J + l2 I
+        f(theta) = mean_i l(s_i) + 1/2 (theta - m)^T P (theta - m)
+        grad     = J^T l'(s) / n + P (theta - m),     G = J^T diag(l''(s) / n) J + P
 
     with ``l`` the Bradley-Terry loss, or for the hinge its smooth version
     ``(2t - 1) softplus(a (m - s)) / a`` (a = ``sharpness``; the hinge itself has no curvature).
+    The published procedure's penalty is a tiny L2 (``m = 0``, ``P = l2 I``); MAP onboarding uses
+    the population's Gaussian over user logits (``user_prior.LogitPrior``) with its precision
+    divided by ``n``, so ``n f`` is the negative log posterior of the shots.
     """
     n = max(len(logits), 1)
     if kind == "bt":
@@ -91,8 +96,9 @@ def onboarding_objective(
         sig = 0.5 * (1.0 + np.tanh(0.5 * u))
         values = weight * np.logaddexp(0.0, u) / sharpness
         d1, d2 = -weight * sig, weight * sharpness * sig * (1.0 - sig)
-    value = float(values.sum()) / n + 0.5 * l2 * float(theta @ theta)
-    grad = jacobian.T @ (d1 / n) + l2 * theta
-    hess = (jacobian * (d2 / n)[:, None]).T @ jacobian
-    hess[np.diag_indices_from(hess)] += l2
+    off = theta - prior_mean
+    pull = prior_precision @ off
+    value = float(values.sum()) / n + 0.5 * float(off @ pull)
+    grad = jacobian.T @ (d1 / n) + pull
+    hess = (jacobian * (d2 / n)[:, None]).T @ jacobian + prior_precision
     return value, grad, hess

@@ -1,8 +1,13 @@
 """Fitting one new user's mixture weights with every PAL network frozen.
 
 The official code re-initialises the user's logits from N(0, 1) and runs AdamW (lr 5e-3, 20
-epochs) over them. Here the same loss is minimised by a damped Gauss-Newton (Levenberg-Marquardt)
-method from the centre of the simplex: K numbers, a handful of iterations, deterministic.
+epochs) over them: the maximum-likelihood fit of the shots. Two procedures
+(``PALConfig.onboarding``), one solver, a damped Gauss-Newton (Levenberg-Marquardt) method over
+the K logits, a handful of iterations, deterministic:
+
+- ``"map"``: the maximum a posteriori logits under the population's distribution of user weights
+  (``user_prior.LogitPrior``, fitted to the training users after ``fit``), from its mean;
+- ``"published"``: the same loss as the official code with a tiny L2, from the centre of the simplex.
 """
 
 from __future__ import annotations
@@ -72,19 +77,26 @@ def fit_mixture_logits(
     target: np.ndarray,
     *,
     kind: str,
-    l2: float,
+    prior_mean: np.ndarray,
+    prior_precision: np.ndarray,
     margin: float,
     sharpness: float,
     max_iter: int,
+    start: np.ndarray | None = None,
     tol: float = 1e-7,
     w_tol: float = 1e-4,
 ) -> np.ndarray:
-    """Levenberg-Marquardt on :func:`persona_engine_pal.loss.onboarding_objective`, from theta = 0.
+    """Levenberg-Marquardt on :func:`persona_engine_pal.loss.onboarding_objective` under the
+    penalty ``N(prior_mean, prior_precision^-1)``, from ``start`` (default theta = 0).
 
     Stops when the gradient vanishes or the weights ``softmax(theta)`` move less than ``w_tol``
     in a step (with separable comparisons theta itself may drift on towards a vertex for long).
     """
-    theta = np.zeros(n_prototypes, dtype=np.float64)
+    theta = (
+        np.zeros(n_prototypes, dtype=np.float64)
+        if start is None
+        else np.array(start, dtype=np.float64)
+    )
     if n_prototypes == 1:
         return theta
     target = np.asarray(target, dtype=np.float64)
@@ -92,7 +104,15 @@ def fit_mixture_logits(
     def evaluate(th: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
         s, jac = logits_fn(th)
         return onboarding_objective(
-            s, jac, th, target, kind=kind, l2=l2, margin=margin, sharpness=sharpness
+            s,
+            jac,
+            th,
+            target,
+            kind=kind,
+            prior_mean=prior_mean,
+            prior_precision=prior_precision,
+            margin=margin,
+            sharpness=sharpness,
         )
 
     value, grad, hess = evaluate(theta)

@@ -20,9 +20,18 @@ Fixes to the official code, by design:
 - **Same latent path at train and eval.** Training decodes ``z = sqrt(D) normalize(mu + sigma eps)``;
   the official evaluation decodes the raw clamped ``mu`` (a vector of norm <= sqrt(D), never seen in
   training). Here inference decodes ``sqrt(D) normalize(mu)``: the posterior mean on the same sphere.
-- **Posterior collapse is measured.** ``fit`` reports the share of active latent units (a unit is
-  active when its posterior mean varies across users by more than 0.01; Burda et al. 2016) and
-  the mean KL; a share near 0 means the decoder ignores z and every user gets the same reward.
+- **Posterior collapse is measured where it happens, in the reward.** ``fit`` reports
+  ``swap_sensitivity`` (``collapse.py``): the mean absolute change of the reward margin of a
+  user's held-out comparisons when their latent (from their training comparisons) is swapped for
+  another user's; 0 means the decoder ignores z and every user gets the same reward. The share of
+  active latent units (a unit is active when its posterior mean varies across users by more than
+  0.01; Burda et al. 2016) and the mean KL are reported too, but they describe the encoder only:
+  a collapsed decoder can sit behind 100% active units.
+- **Collapse is fought, not only measured** (both switchable, see ``VPLConfig``): training
+  contexts of 1-32 comparisons drawn log-uniformly cover the sizes users are onboarded from
+  (the official 2-8 do not, and onboarding reads at most ``context_max``); and a context-swap
+  regulariser (``loss.swap_loss``) rewards margins that the user's own z explains better than
+  another user's z.
 - The log-variance floor is -6 rather than the official -1 (sigma >= 0.6 on a mean clamped to
   [-1, 1] drowns the latent in noise; the official code works around it by scaling eps by 1e-3).
 """
@@ -38,6 +47,7 @@ from persona_engine.backends.scaling import Standardizer
 from persona_engine.losses import preference_targets
 from persona_engine.training import fit_module, split_indices
 
+from .collapse import swap_sensitivity
 from .config import VPLConfig
 from .contexts import ContextSampler
 
@@ -101,7 +111,7 @@ class VPLBackend(RewardBackend):
     def _fit(self, data: PreferenceData, *, progress: bool) -> dict[str, Any]:
         import torch
 
-        from .loss import elbo_loss, gaussian_kl, kl_anneal_factor
+        from .loss import comparison_nll, elbo_loss, gaussian_kl, kl_anneal_factor, swap_loss
 
         cfg, tc = self.config, self.config.training
         self.scaler = Standardizer.fit(data)
@@ -114,7 +124,7 @@ class VPLBackend(RewardBackend):
         )
         target = torch.from_numpy(preference_targets(data.strength))
         # the same split fit_module makes, so contexts are drawn from training rows only
-        train_rows, _ = split_indices(len(data), tc.val_fraction, tc.seed, data.user_index)
+        train_rows, val_rows = split_indices(len(data), tc.val_fraction, tc.seed, data.user_index)
         sampler = ContextSampler(data.user_index, train_rows, data.n_users)
 
         torch.manual_seed(tc.seed)
@@ -122,36 +132,48 @@ class VPLBackend(RewardBackend):
         rng = np.random.default_rng(tc.seed + 2)
         step = [0]
 
+        def margins(rows: np.ndarray, z: torch.Tensor) -> torch.Tensor:
+            idx = torch.from_numpy(rows)
+            return model.decoder(chosen_in[idx], z) - model.decoder(rejected_in[idx], z)
+
         def logits_under(
             rows: np.ndarray, generator: np.random.Generator, sample: bool
-        ) -> tuple[Any, Any, Any]:
-            context, mask = sampler.sample(rows, generator, cfg.context_min, cfg.context_max)
+        ) -> tuple[Any, Any, Any, Any]:
+            context, mask = sampler.sample(
+                rows, generator, cfg.context_min, cfg.context_max, cfg.context_distribution
+            )
             mean, log_var = model.posterior(
                 pairs[torch.from_numpy(context)], torch.from_numpy(mask)
             )
             z = model.latent(mean, log_var if sample else None)
-            idx = torch.from_numpy(rows)
-            return (
-                model.decoder(chosen_in[idx], z) - model.decoder(rejected_in[idx], z),
-                mean,
-                log_var,
-            )
+            return margins(rows, z), mean, log_var, z
 
         def train_loss(rows: np.ndarray, epoch: int) -> torch.Tensor:
-            logits, mean, log_var = logits_under(rows, rng, sample=True)
+            logits, mean, log_var, z = logits_under(rows, rng, sample=True)
             beta = cfg.kl_weight * (
                 kl_anneal_factor(step[0], cfg.kl_anneal_period, cfg.kl_anneal_floor)
                 if cfg.kl_anneal
                 else 1.0
             )
             step[0] += 1
-            return elbo_loss(
-                logits, target[torch.from_numpy(rows)], gaussian_kl(mean, log_var), beta
-            )
+            t = target[torch.from_numpy(rows)]
+            loss = elbo_loss(logits, t, gaussian_kl(mean, log_var), beta)
+            if cfg.swap_weight > 0:
+                # each row decoded under the latent of another user's row of the batch
+                partner = rng.permutation(len(rows))
+                other = data.user_index[rows[partner]] != data.user_index[rows]
+                if other.any():
+                    keep = torch.from_numpy(np.nonzero(other)[0])
+                    own = comparison_nll(logits[keep], t[keep])
+                    swapped = comparison_nll(
+                        margins(rows[keep.numpy()], z[torch.from_numpy(partner)][keep]), t[keep]
+                    )
+                    loss = loss + cfg.swap_weight * swap_loss(own, swapped)
+            return loss
 
         def val_loss(rows: np.ndarray) -> torch.Tensor:
             # the inference path: fixed contexts, z from the posterior mean, likelihood only
-            logits, _, _ = logits_under(rows, np.random.default_rng(tc.seed + 3), sample=False)
+            logits, _, _, _ = logits_under(rows, np.random.default_rng(tc.seed + 3), sample=False)
             return elbo_loss(logits, target[torch.from_numpy(rows)], logits.new_zeros(1), 0.0)
 
         result = fit_module(
@@ -169,6 +191,7 @@ class VPLBackend(RewardBackend):
         means = np.stack([s.vector for s in self.users.values()])
         variances = np.stack([s.uncertainty for s in self.users.values()])  # type: ignore[misc]
         kl = 0.5 * (means**2 + variances - 1.0 - np.log(variances)).sum(1)
+        swap, swap_relative, swap_on = self._swap_sensitivity(data, train_rows, val_rows)
         return {
             "epochs": result.epochs,
             "best_epoch": result.best_epoch,
@@ -176,7 +199,33 @@ class VPLBackend(RewardBackend):
             "val_loss": result.val_loss,
             "active_units": self.active_unit_share(means),
             "kl_mean": float(kl.mean()),
+            "swap_sensitivity": swap,
+            "swap_sensitivity_relative": swap_relative,
+            "swap_sensitivity_on": swap_on,
         }
+
+    def _swap_sensitivity(
+        self, data: PreferenceData, train_rows: np.ndarray, val_rows: np.ndarray
+    ) -> tuple[float, float, str]:
+        """Swap sensitivity (``collapse.py``) of the training population: each user's latent from
+        their training rows, their margins on their validation rows (on their training rows when
+        there are none: then the figure says "train")."""
+        held_out = len(val_rows) > 0
+        states = self._encode_users(data.subset(train_rows))
+        scored = data.subset(val_rows if held_out else train_rows)
+        by_user = {u: scored.subset(r) for u, r in scored.rows_of_users().items()}
+        swap, relative = swap_sensitivity(
+            self._margins, states, by_user, seed=self.config.training.seed
+        )
+        return swap, relative, "validation" if held_out else "train"
+
+    def _margins(self, state: UserState, data: PreferenceData) -> np.ndarray:
+        """``r(chosen) - r(rejected)`` of ``data`` under one user's latent (no fitted check: used
+        inside ``fit``)."""
+        z = np.broadcast_to(state.vector.astype(np.float32), (len(data), self.vector_dim))
+        return self._reward(z, data.prompt, data.chosen) - self._reward(
+            z, data.prompt, data.rejected
+        )
 
     def active_unit_share(self, means: np.ndarray) -> float:
         """Share of latent units whose posterior mean varies across users (Burda et al. 2016):
@@ -229,7 +278,8 @@ class VPLBackend(RewardBackend):
         return mean.numpy().astype(np.float32), np.exp(log_var.numpy()).astype(np.float32)
 
     def _context_rows(self, rows: np.ndarray) -> np.ndarray:
-        cap = self.config.onboard_context_max
+        cfg = self.config
+        cap = cfg.onboard_context_max or cfg.context_max
         if len(rows) <= cap:
             return rows
         return np.sort(

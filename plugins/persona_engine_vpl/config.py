@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from persona_engine.config import PluginConfig, TrainingConfig
 
 
 class VPLConfig(PluginConfig):
-    """VPL: a set encoder maps a user's comparisons to a Gaussian posterior over a latent z."""
+    """VPL: a set encoder maps a user's comparisons to a Gaussian posterior over a latent z.
+
+    The defaults guard against posterior collapse (the decoder ignoring z): training contexts of
+    1-32 comparisons, drawn log-uniformly so that one-shot contexts are common, cover the sizes
+    users are onboarded from (onboarding reads at most ``context_max``); and the context-swap
+    regulariser ``swap_weight`` rewards a margin that the user's own z explains better than
+    another user's. The published objective and context sizes are
+    ``{"swap_weight": 0, "context_min": 2, "context_max": 8, "context_distribution": "uniform"}``.
+    ``fit`` reports ``swap_sensitivity``, the mean change of the reward margin when a user's
+    context is swapped for another user's (0: z is ignored).
+    """
 
     latent_dim: int = Field(
         32,
@@ -46,14 +58,23 @@ class VPLConfig(PluginConfig):
         description="Fewest context comparisons sampled for a training example (the paper samples 2-8 on UF-P-4; 1 keeps one-shot onboarding in distribution).",
     )
     context_max: int = Field(
-        8,
+        32,
         ge=1,
-        description="Most context comparisons sampled for a training example (official: 8).",
+        description="Most context comparisons sampled for a training example (official: 8); also the most the encoder reads when placing a user, so onboarding stays within the sizes training covered.",
     )
-    onboard_context_max: int = Field(
-        256,
+    context_distribution: Literal["log_uniform", "uniform"] = Field(
+        "log_uniform",
+        description="How a training context's size is drawn from [context_min, context_max]: 'uniform' (official), or 'log_uniform' (uniform in log size: a context of 1-4 comparisons as likely as one of 8-32).",
+    )
+    onboard_context_max: int | None = Field(
+        None,
         ge=1,
-        description="Most comparisons the encoder reads when placing a user (a seeded subset beyond that).",
+        description="Most comparisons the encoder reads when placing a user (a seeded subset beyond that); None: context_max, the largest context training covered.",
+    )
+    swap_weight: float = Field(
+        1.0,
+        ge=0,
+        description="Weight of the context-swap regulariser mean_i softplus(nll_i(z_own) - nll_i(z_other)) against posterior collapse (loss.swap_loss; not in the published objective, 0 turns it off).",
     )
     mean_clamp: float = Field(
         1.0, gt=0, description="The posterior mean is clamped to [-c, c] (official: 1)."
@@ -82,6 +103,11 @@ class VPLConfig(PluginConfig):
         if self.context_min > self.context_max:
             raise ValueError(
                 f"context_min ({self.context_min}) exceeds context_max ({self.context_max})"
+            )
+        if self.onboard_context_max is not None and self.onboard_context_max > self.context_max:
+            raise ValueError(
+                f"onboard_context_max ({self.onboard_context_max}) exceeds context_max "
+                f"({self.context_max}): the encoder would read contexts larger than any it was trained on"
             )
         if self.log_var_min >= self.log_var_max:
             raise ValueError("log_var_min must be below log_var_max")

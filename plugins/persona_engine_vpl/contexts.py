@@ -29,15 +29,23 @@ class ContextSampler:
         )
 
     def sample(
-        self, rows: np.ndarray, rng: np.random.Generator, min_size: int, max_size: int
+        self,
+        rows: np.ndarray,
+        rng: np.random.Generator,
+        min_size: int,
+        max_size: int,
+        distribution: str = "uniform",
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(context_rows (n, max_size), mask (n, max_size))`` for target ``rows``: each row gets
         between ``min_size`` and ``max_size`` other pool comparisons of its user (fewer when
-        the user has fewer), drawn without replacement."""
+        the user has fewer), drawn without replacement; the size is uniform, or uniform in its
+        logarithm (``distribution="log_uniform"``)."""
         users = self.user_index[rows]
         count, pos = self.counts[users], self.position[rows]
         available = count - (pos >= 0)
-        size = np.minimum(rng.integers(min_size, max_size + 1, size=len(rows)), available)
+        size = np.minimum(
+            context_sizes(rng, len(rows), min_size, max_size, distribution), available
+        )
         width = int(count.max()) if len(rows) else 0
         if 0 < width <= KEYED_SAMPLING_MAX_POOL:
             keys = rng.random((len(rows), width))
@@ -62,3 +70,14 @@ class ContextSampler:
         index = np.clip(self.starts[users][:, None] + picked, 0, max(len(self.order) - 1, 0))
         context = self.order[index] if len(self.order) else np.zeros_like(index)
         return context, mask
+
+
+def context_sizes(
+    rng: np.random.Generator, n: int, min_size: int, max_size: int, distribution: str
+) -> np.ndarray:
+    """``n`` context sizes in ``[min_size, max_size]``: uniform, or ``floor(exp(u))`` with ``u``
+    uniform on ``[log min_size, log(max_size + 1))`` (each doubling of the size equally likely)."""
+    if distribution == "uniform":
+        return rng.integers(min_size, max_size + 1, size=n)
+    u = rng.uniform(np.log(min_size), np.log(max_size + 1), size=n)
+    return np.clip(np.floor(np.exp(u)).astype(np.int64), min_size, max_size)

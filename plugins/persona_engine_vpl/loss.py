@@ -1,7 +1,8 @@
 """VPL's objective: Bradley-Terry likelihood under a sampled latent plus an annealed KL term.
 
 Poddar et al. (NeurIPS 2024), Personalizing RLHF with Variational Preference Learning,
-arXiv 2408.10075.
+arXiv 2408.10075. The swap term is ours, in the spirit of swap-guided preference learning (SPL,
+arXiv 2603.12595).
 """
 
 from __future__ import annotations
@@ -42,3 +43,26 @@ def elbo_loss(
     """
     loss = bradley_terry_loss(logits, target)
     return loss + beta * kl.mean() if beta > 0 else loss
+
+
+def comparison_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-comparison Bradley-Terry NLL ``-[t log sigma(m) + (1 - t) log sigma(-m)] = softplus(-m) + (1 - t) m``."""
+    import torch.nn.functional as F
+
+    return F.softplus(-logits) + (1.0 - target) * logits
+
+
+def swap_loss(own_nll: torch.Tensor, swapped_nll: torch.Tensor) -> torch.Tensor:
+    """The context-swap regulariser against posterior collapse (not in the published objective)::
+
+        L_swap = mean_i softplus(nll_i(z_u) - nll_i(z_v)) = mean_i -log sigma(nll_i(z_v) - nll_i(z_u))
+
+    for comparison ``i`` of user ``u`` decoded under its own latent ``z_u`` and under the latent
+    ``z_v`` of another user ``v`` of the batch: the log-odds that the user's own context explains
+    their label better than someone else's. A decoder that ignores z pays ``log 2`` on every
+    comparison and gets a gradient towards using it. The swap is symmetric (``z_v`` is also
+    decoded on ``v``'s rows), so a z that carries no information about the user cannot lower it.
+    """
+    import torch.nn.functional as F
+
+    return F.softplus(own_nll - swapped_nll).mean()

@@ -3,6 +3,8 @@ folders have a ``conftest.py``, so ``from conftest import ...`` would pick which
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from persona_engine.backends import PreferenceData
@@ -24,3 +26,46 @@ def split_population(pop, n_train_users=20, seen_rows=30, shots=10):
 def accuracy(model, state, data: PreferenceData) -> float:
     """Share of ``data``'s comparisons the model orders as the user did."""
     return float((model.preference_logits(state, data) > 0).mean())
+
+
+def with_onboarding(model, onboarding: str):
+    """A shallow copy of a fitted lore/pal model that onboards new users by ``onboarding``."""
+    other = copy.copy(model)
+    other.config = model.config.model_copy(update={"onboarding": onboarding})
+    return other
+
+
+def repeated(data: PreferenceData, times: int) -> PreferenceData:
+    """``data``'s comparisons, each ``times`` over (as many shots as the likelihood needs to
+    outweigh any fixed prior)."""
+    return data.subset(np.tile(np.arange(len(data)), times))
+
+
+def map_onboarding_distances(model, new: dict, sharpen: float = 1.0) -> dict[str, float]:
+    """Means over the new users of ``new``: the Mahalanobis distance, under the population prior
+    of a lore/pal model, of a user's centred logits from the prior mean, after 1 shot by MAP and
+    by the published fit, and after 10 shots by MAP; and the L1 distance on the simplex between
+    the MAP and the published fits of the 10 shots repeated 50 times (under a prior ``sharpen``
+    times as precise, so that a prior whose weight does not shrink with the shots shows)."""
+    from persona_engine_lore.user_prior import centred_logits
+
+    published = with_onboarding(model, "published")
+    prior = model.user_prior
+
+    def mahalanobis(state) -> float:
+        off = centred_logits(state.vector) - prior.mean
+        return float(np.sqrt(off @ prior.precision @ off))
+
+    out: dict[str, list[float]] = {"map_1": [], "published_1": [], "map_10": [], "many": []}
+    for shots, _ in new.values():
+        one = shots.subset([0])
+        out["map_1"].append(mahalanobis(model.embed_user(one)))
+        out["published_1"].append(mahalanobis(published.embed_user(one)))
+        out["map_10"].append(mahalanobis(model.embed_user(shots)))
+        many = repeated(shots, 50)
+        sharp = copy.copy(model)
+        sharp.user_prior = type(prior)(prior.mean, prior.precision * sharpen)
+        out["many"].append(
+            np.abs(sharp.embed_user(many).vector - published.embed_user(many).vector).sum()
+        )
+    return {k: float(np.mean(v)) for k, v in out.items()}

@@ -160,3 +160,64 @@ def test_ppca_m_step_recovers_a_low_rank_covariance():
     factors, noise = ppca_fit(moment, 2, 1e-6)
     assert noise == pytest.approx(0.1, rel=1e-6)
     np.testing.assert_allclose(factors @ factors.T, true @ true.T, atol=1e-6)
+
+
+def test_selects_factors_on_a_population_with_low_rank_structure(population):
+    """Two opposite tastes are a rank-1 structure: the new-item selection keeps a factor and the
+    fit metrics say so; one shared taste has none, and the metrics say why rank 0 was kept."""
+    model = get_backend("hier")({**FAST, "rank": 2, "space_dim": 4})
+    metrics = model.fit(population.data)
+    assert metrics["rank_used"] >= 1, metrics
+    assert metrics["selected_on"] == "new-item pairs"
+    assert metrics["space_dim"] == 4 + 1  # PCA components + the population reward
+    assert "factors kept" in metrics["rank_reason"]
+    same = synthetic_population(n_users=30, per_user=40, dim=8, groups=1, noise=0.3, seed=0)
+    flat = get_backend("hier")({**FAST, "rank": 2}).fit(same.data)
+    assert flat["rank_used"] == 0, flat
+    assert flat["rank_reason"].startswith("no factor kept")  # and why
+
+
+def test_validation_pairs_share_no_text_with_the_shots():
+    from persona_engine_hier.selection import make_tasks
+
+    rng = np.random.default_rng(0)
+    n = 30
+    delta, target = rng.normal(size=(n, 3)), np.ones(n)
+    # texts reused across rows, as on real data: row i compares text i % 7 with text 7 + i % 5
+    chosen = [f"t{i % 7}" for i in range(n)]
+    rejected = [f"t{7 + i % 5}" for i in range(n)]
+    tasks = make_tasks([(delta, target)], 0, [(chosen, rejected)])
+    assert tasks
+    row_of = {tuple(np.round(d, 12)): i for i, d in enumerate(delta)}
+    for d_shot, _, d_rest, _ in tasks:
+        shot_texts = {
+            t
+            for d in d_shot
+            for t in (
+                chosen[row_of[tuple(np.round(d, 12))]],
+                rejected[row_of[tuple(np.round(d, 12))]],
+            )
+        }
+        for d in d_rest:
+            i = row_of[tuple(np.round(d, 12))]
+            assert chosen[i] not in shot_texts and rejected[i] not in shot_texts
+    assert len(make_tasks([(delta, target)], 0)) > len(
+        tasks
+    )  # without texts: held-out pairs of any kind
+
+
+def test_difference_space_holds_users_and_round_trips(population, newcomers, tmp_path):
+    model = get_backend("hier")({**FAST, "rank": 2, "space_dim": 4})
+    model.fit(population.data)
+    state = model.state_dict()
+    assert state["space"].shape == (population.data.dim, 4 + 1)
+    loaded = get_backend("hier").load(model.save(tmp_path / "hier_space"))
+    np.testing.assert_array_equal(loaded.space, state["space"].astype(np.float64))
+    shots = newcomers.data.for_user("new0").subset(np.arange(10))
+    np.testing.assert_allclose(
+        loaded.embed_user(shots).vector, model.embed_user(shots).vector, atol=1e-5
+    )
+    # the user's weights lie in the population reward plus the span of the 4 components
+    q = state["space"].astype(np.float64)
+    w = model.embed_user(shots).vector
+    assert np.linalg.norm(w - q @ np.linalg.lstsq(q, w, rcond=None)[0]) < 1e-4 * np.linalg.norm(w)

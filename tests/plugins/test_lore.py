@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 import pytest
-from backend_support import accuracy, split_population
+from backend_support import accuracy, map_onboarding_distances, split_population, with_onboarding
 
 from persona_engine.backends import PreferenceData, load_backend
 from persona_engine.errors import InvalidInputError, NoModelError, UnknownUserError
@@ -83,7 +83,10 @@ def test_onboarding_solver_beats_the_official_adam_procedure(fitted):
     )
     target = np.ones(len(shots))
     start = time.perf_counter()
-    theta = fit_user_logits(projected, target, l2=0.0, max_iter=200)
+    none = (np.zeros(model.config.rank), np.zeros((model.config.rank,) * 2))
+    theta = fit_user_logits(
+        projected, target, prior_mean=none[0], prior_precision=none[1], max_iter=200
+    )
     elapsed = time.perf_counter() - start
     torch.manual_seed(0)
     logits = torch.randn(model.config.rank, requires_grad=True, dtype=torch.float64)
@@ -94,8 +97,8 @@ def test_onboarding_solver_beats_the_official_adam_procedure(fitted):
         loss = torch.nn.functional.softplus(-(x @ torch.softmax(logits, 0))).mean()
         loss.backward()
         opt.step()
-    ours = onboarding_objective(theta, projected, target, 0.0)[0]
-    official = onboarding_objective(logits.detach().numpy(), projected, target, 0.0)[0]
+    ours = onboarding_objective(theta, projected, target, *none)[0]
+    official = onboarding_objective(logits.detach().numpy(), projected, target, *none)[0]
     assert ours <= official + 1e-4
     assert elapsed < 0.1  # a few ms; generous for a loaded machine
 
@@ -127,6 +130,10 @@ def test_save_load_round_trip_gives_identical_scores(fitted, tmp_path, populatio
         )
     shots = next(iter(new.values()))[0]
     assert np.array_equal(model.embed_user(shots).vector, loaded.embed_user(shots).vector)
+    # the onboarding prior is saved with the model: one-shot MAP onboarding is the same after load
+    assert np.array_equal(loaded.user_prior.precision, model.user_prior.precision)
+    one = shots.subset([0])
+    assert np.array_equal(model.embed_user(one).vector, loaded.embed_user(one).vector)
 
 
 def test_same_seed_same_model(population):
@@ -176,3 +183,31 @@ def test_bad_input_gives_clear_errors(fitted, population):
         get_backend("lore")().embed_user(shots)
     with pytest.raises(InvalidInputError):
         get_backend("lore")({"rank": 0})
+
+
+def test_map_onboarding_moves_from_the_population_prior_as_shots_grow(fitted):
+    """MAP (the default): one shot keeps a new user near the population's typical weights (the
+    published fit of that one shot goes far), ten move them further."""
+    model, _, _, new = fitted
+    assert model.config.onboarding == "map"
+    dist = map_onboarding_distances(model, new)
+    assert dist["map_1"] < 0.5 and dist["map_1"] < 0.5 * dist["published_1"], dist
+    assert dist["map_10"] > 1.5 * dist["map_1"], dist
+
+
+def test_map_onboarding_with_many_shots_approaches_the_published_fit(fitted):
+    """The prior's weight is that of a few comparisons: under hundreds the two procedures agree."""
+    model, _, _, new = fitted
+    assert map_onboarding_distances(model, new, sharpen=25.0)["many"] < 0.2
+
+
+def test_published_onboarding_is_the_plain_fit_of_the_shots(fitted):
+    model, _, _, new = fitted
+    published = with_onboarding(model, "published")
+    shots = next(iter(new.values()))[0].subset([0, 1])
+    a, b = model.embed_user(shots).vector, published.embed_user(shots).vector
+    assert np.abs(a - b).sum() > 0.05  # two shots: the prior matters
+    cfg = get_backend("lore")({"onboarding": "published"}).config
+    assert cfg.onboarding == "published"
+    with pytest.raises(InvalidInputError):
+        get_backend("lore")({"onboarding": "bayes"})

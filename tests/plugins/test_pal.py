@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from backend_support import accuracy, split_population
+from backend_support import accuracy, map_onboarding_distances, split_population, with_onboarding
 
 from persona_engine.backends import PreferenceData, load_backend
 from persona_engine.errors import InvalidInputError, NoModelError, UnknownUserError
@@ -75,21 +75,29 @@ def test_onboarding_leaves_shared_parameters_unchanged(fitted):
     assert all(np.array_equal(before[k], after[k]) for k in before)
 
 
-def test_onboarding_reaches_a_local_minimum(fitted):
-    """The Gauss-Newton solver stops where the (smoothed) onboarding loss no longer decreases."""
+@pytest.mark.parametrize("onboarding", ["map", "published"])
+def test_onboarding_reaches_a_local_minimum(fitted, onboarding):
+    """The Gauss-Newton solver stops where the (smoothed) onboarding loss, with the procedure's
+    penalty, no longer decreases."""
     from persona_engine_pal.loss import onboarding_objective
+    from persona_engine_pal.user_prior import centred_logits
 
     model, _, _, new = fitted
+    model = with_onboarding(model, onboarding)
     cfg = model.config
+    shots = next(iter(new.values()))[0]
+    k = cfg.n_prototypes
     opts = {
         "kind": cfg.resolved_loss(),
-        "l2": cfg.onboard_l2,
+        "prior_mean": model.user_prior.mean if onboarding == "map" else np.zeros(k),
+        "prior_precision": model.user_prior.precision / len(shots)
+        if onboarding == "map"
+        else cfg.onboard_l2 * np.eye(k),
         "margin": cfg.hinge_margin,
         "sharpness": cfg.onboard_hinge_sharpness,
     }
-    shots = next(iter(new.values()))[0]
     logits_fn, target = model.onboarding_problem(shots)
-    theta = np.log(np.maximum(model.embed_user(shots).vector.astype(np.float64), 1e-300))
+    theta = centred_logits(model.embed_user(shots).vector)
     value = onboarding_objective(*logits_fn(theta), theta, target, **opts)[0]
     start = onboarding_objective(
         *logits_fn(np.zeros_like(theta)), np.zeros_like(theta), target, **opts
@@ -120,6 +128,10 @@ def test_save_load_round_trip_gives_identical_scores(fitted, tmp_path, populatio
     )
     shots = next(iter(new.values()))[0]
     assert np.array_equal(model.embed_user(shots).vector, loaded.embed_user(shots).vector)
+    # the onboarding prior is saved with the model: one-shot MAP onboarding is the same after load
+    assert np.array_equal(loaded.user_prior.precision, model.user_prior.precision)
+    one = shots.subset([0])
+    assert np.array_equal(model.embed_user(one).vector, loaded.embed_user(one).vector)
 
 
 def test_batch_scoring_matches_row_by_row(fitted, population):
@@ -212,3 +224,31 @@ def test_bad_input_gives_clear_errors(fitted, population):
         get_backend("pal")({"variant": "C"})
     with pytest.raises(InvalidInputError, match="residual"):
         get_backend("pal")({"residual": True, "pref_dim": 16}).fit(population.data)
+
+
+def test_map_onboarding_moves_from_the_population_prior_as_shots_grow(fitted):
+    """MAP (the default): one shot keeps a new user near the population's typical weights (the
+    published fit of that one shot goes far), ten move them further."""
+    model, _, _, new = fitted
+    assert model.config.onboarding == "map"
+    dist = map_onboarding_distances(model, new)
+    assert dist["map_1"] < 0.5 and dist["map_1"] < 0.5 * dist["published_1"], dist
+    assert dist["map_10"] > 1.5 * dist["map_1"], dist
+
+
+def test_map_onboarding_with_many_shots_approaches_the_published_fit(fitted):
+    """The prior's weight is that of a few comparisons: under hundreds the two procedures agree."""
+    model, _, _, new = fitted
+    assert map_onboarding_distances(model, new)["many"] < 0.2
+
+
+def test_published_onboarding_is_the_plain_fit_of_the_shots(fitted):
+    model, _, _, new = fitted
+    published = with_onboarding(model, "published")
+    shots = next(iter(new.values()))[0].subset([0, 1])
+    a, b = model.embed_user(shots).vector, published.embed_user(shots).vector
+    assert np.abs(a - b).sum() > 0.05  # two shots: the prior matters
+    cfg = get_backend("pal")({"onboarding": "published"}).config
+    assert cfg.onboarding == "published"
+    with pytest.raises(InvalidInputError):
+        get_backend("pal")({"onboarding": "bayes"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from backend_support import accuracy, split_population
@@ -88,20 +90,78 @@ def test_inference_decodes_the_posterior_mean_on_the_training_sphere(fitted, pop
     assert np.allclose(scores, torch_scores, atol=1e-4)
 
 
-def test_reports_active_latent_units_and_detects_collapse(fitted, population):
+COLLAPSED = {  # a KL weight this large, without annealing, drives every posterior to the prior
+    **FAST,
+    "kl_weight": 50.0,
+    "kl_anneal": False,
+    "training": {**FAST["training"], "epochs": 15},
+}
+
+
+def test_reports_swap_sensitivity_and_active_units_and_detects_collapse(fitted, population):
     _, metrics, _, _ = fitted
     assert 0.5 <= metrics["active_units"] <= 1.0
+    assert metrics["swap_sensitivity_on"] == "validation"
+    assert metrics["swap_sensitivity"] > 1.0 and metrics["swap_sensitivity_relative"] > 0.5
     train, _, _ = split_population(population)
-    # a KL weight this large, without annealing, drives every posterior to the prior
-    collapsed = get_backend("vpl")(
-        {
-            **FAST,
-            "kl_weight": 50.0,
-            "kl_anneal": False,
-            "training": {**FAST["training"], "epochs": 15},
-        }
-    ).fit(train)
+    collapsed = get_backend("vpl")(COLLAPSED).fit(train)
     assert collapsed["active_units"] < 0.2
+    assert collapsed["swap_sensitivity_relative"] < 0.2
+
+
+def test_swap_sensitivity_is_zero_for_a_reward_that_ignores_z(fitted):
+    """The metric itself: exactly 0 once the decoder's weights on z are zeroed, large before."""
+    from persona_engine_vpl.collapse import swap_sensitivity
+
+    from persona_engine.testing.backend_checks import swap_sensitivity as generic
+
+    model, _, seen_test, _ = fitted
+    states = {u: model.user_state(u) for u in seen_test}
+    uses_z = swap_sensitivity(model.preference_logits, states, seen_test)
+    blind = copy.copy(model)
+    blind._w_latent = np.zeros_like(model._w_latent)
+    ignores_z = swap_sensitivity(blind.preference_logits, states, seen_test)
+    assert ignores_z == (0.0, 0.0)
+    assert uses_z[0] > 1.0 and uses_z[1] > 0.5
+    assert generic(model, states, seen_test) == pytest.approx(uses_z)
+    assert generic(blind, states, seen_test) == (0.0, 0.0)
+
+
+def test_conformance_fails_a_collapsed_vpl():
+    from persona_engine_vpl import VPLBackend
+
+    from persona_engine.testing.backend_checks import ConformanceFailure, ConformanceRun
+
+    with pytest.raises(ConformanceFailure, match="ignores the user"):
+        ConformanceRun(VPLBackend, COLLAPSED).check_user_sensitivity()
+    healthy = ConformanceRun(VPLBackend, FAST)
+    healthy.check_user_sensitivity()
+    assert healthy.metrics["swap_sensitivity_relative"] > 0.5
+
+
+def test_training_contexts_cover_the_onboarding_sizes():
+    """Log-uniform sizes: 1-shot and full-size contexts both common; onboarding reads at most
+    what training covered."""
+    from persona_engine_vpl.contexts import context_sizes
+
+    sizes = context_sizes(np.random.default_rng(0), 20000, 1, 32, "log_uniform")
+    assert sizes.min() == 1 and sizes.max() == 32
+    assert 0.1 < (sizes == 1).mean() < 0.3 and (sizes >= 16).mean() > 0.15
+    cfg = get_backend("vpl")().config
+    assert cfg.context_max >= 20 and cfg.onboard_context_max is None
+    model = get_backend("vpl")({"context_max": 12})
+    assert len(model._context_rows(np.arange(100))) == 12
+    with pytest.raises(InvalidInputError, match="onboard_context_max"):
+        get_backend("vpl")({"context_max": 8, "onboard_context_max": 64})
+
+
+def test_published_objective_is_reachable(population):
+    train, _, _ = split_population(population)
+    published = {"swap_weight": 0.0, "context_min": 2, "context_max": 8}
+    cfg = {**FAST, **published, "context_distribution": "uniform"}
+    cfg["training"] = {**FAST["training"], "epochs": 3}
+    metrics = get_backend("vpl")(cfg).fit(train)
+    assert "swap_sensitivity" in metrics
 
 
 def test_kl_annealing_follows_the_official_cyclical_cosine():
