@@ -34,17 +34,26 @@ def _load_avg() -> float | None:
         return None
 
 
-def prefix_reuse(encoder: Any, comps: list[Any], prompts: int) -> dict[str, Any]:
-    """Seconds for ``prompts`` prompts: the prompt alone, two responses with reuse, two without."""
+def prefix_reuse(
+    encoder: Any, comps: list[Any], prompts: int, min_prompt_tokens: int = 0
+) -> dict[str, Any]:
+    """Seconds for ``prompts`` prompts (of at least ``min_prompt_tokens`` rendered tokens): the
+    prompt alone, two responses with reuse, two without."""
     by_prompt: dict[str, list[str]] = {}
     for c in comps:
         by_prompt.setdefault(c.prompt, [])
         for r in (c.chosen, c.rejected):
             if r not in by_prompt[c.prompt]:
                 by_prompt[c.prompt].append(r)
-    chosen = [(p, rs[:2]) for p, rs in by_prompt.items() if len(rs) >= 2][:prompts]
+    chosen = [
+        (p, rs[:2])
+        for p, rs in by_prompt.items()
+        if len(rs) >= 2 and len(encoder.prefix_ids(p)) >= min_prompt_tokens
+    ][:prompts]
     if not chosen:
-        raise InvalidInputError("no prompt with two responses in the sample")
+        raise InvalidInputError(
+            f"no prompt of at least {min_prompt_tokens} tokens with two responses in the data"
+        )
     encoder.encode_pairs([chosen[0][0]], [chosen[0][1][0]])  # load the model, warm up
     t0 = time.perf_counter()
     for p, _ in chosen:
@@ -79,6 +88,7 @@ def run_encoder_benchmark(
     *,
     n: int = 200,
     prompts: int = 20,
+    min_prompt_tokens: int = 0,
     threads: int | None = None,
     progress: bool = False,
     log: Any = None,
@@ -92,8 +102,8 @@ def run_encoder_benchmark(
     say = log or (lambda msg: None)
     if threads:
         torch.set_num_threads(threads)
-    comps, _ = load_comparisons(Path(data), skip_bad=True)
-    comps = comps[:n]
+    every, _ = load_comparisons(Path(data), skip_bad=True)
+    comps = every[:n]
     out: dict[str, Any] = {
         "data": str(data),
         "comparisons": len(comps),
@@ -127,7 +137,12 @@ def run_encoder_benchmark(
                 "load_avg_1min": load,
             }
             if hasattr(enc, "full_pass_features"):
-                result["prefix_reuse"] = prefix_reuse(enc, comps, prompts)
+                result["prefix_reuse"] = prefix_reuse(enc, every, prompts)
+                if min_prompt_tokens:
+                    result["prefix_reuse_long_prompts"] = {
+                        "min_prompt_tokens": min_prompt_tokens,
+                        **prefix_reuse(enc, every, prompts, min_prompt_tokens),
+                    }
             say(f"{name}: {result}")
             out["encoders"][name] = result
             store.close()

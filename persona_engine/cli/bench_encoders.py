@@ -31,6 +31,12 @@ from .core import _parse_options
 @click.option(
     "--prompts", default=20, show_default=True, help="Prompts in the prefix-reuse measurement."
 )
+@click.option(
+    "--min-prompt-tokens",
+    default=0,
+    show_default=True,
+    help="Also measure prefix reuse on prompts of at least this many tokens.",
+)
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write JSON here.")
 def bench_encoders(
@@ -39,6 +45,7 @@ def bench_encoders(
     encoder_options: tuple[str, ...],
     n: int,
     prompts: int,
+    min_prompt_tokens: int,
     threads: int | None,
     out: Path | None,
 ) -> None:
@@ -52,6 +59,7 @@ def bench_encoders(
         [(name, options.get(name, {})) for name in names],
         n=n,
         prompts=prompts,
+        min_prompt_tokens=min_prompt_tokens,
         threads=threads,
         progress=True,
         log=lambda m: click.echo(m, err=True),
