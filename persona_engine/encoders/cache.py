@@ -13,7 +13,7 @@ What is encoded is committed chunk by chunk, so an interrupted run keeps what it
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -23,6 +23,34 @@ from ..store import Store
 from .base import Encoder
 
 DEFAULT_CHUNK = 256
+
+
+def _fill(
+    store: Store,
+    encoder: Encoder,
+    cached: dict[tuple[str, str], np.ndarray],
+    missing: Sequence[tuple[str, str]],
+    encode: Callable[[Sequence[tuple[str, str]]], np.ndarray],
+    *,
+    chunk: int,
+    unit: str,
+    progress: bool,
+) -> None:
+    """Encode the ``missing`` keys chunk by chunk, committing each chunk to the cache (so an
+    interrupted run keeps what it finished) and adding it to ``cached``."""
+    if not missing:
+        return
+    bar = progress_bar(
+        total=len(missing), desc=f"encoding with {encoder.name}", unit=unit, disable=not progress
+    )
+    for i in range(0, len(missing), chunk):
+        part = missing[i : i + chunk]
+        vecs = encode(part)
+        new = {k: vecs[j] for j, k in enumerate(part)}
+        store.put_pair_features(encoder.id, new)
+        cached.update(new)
+        bar.update(len(part))
+    bar.close()
 
 
 def encode_cached(
@@ -40,26 +68,21 @@ def encode_cached(
     unique: dict[str, str] = {}
     for h, t in zip(hashes, texts):
         unique.setdefault(h, t)
-    cached = store.get_features(encoder.id, list(unique))
-    missing = [h for h in unique if h not in cached]
-    if missing:
-        bar = progress_bar(
-            total=len(missing),
-            desc=f"encoding with {encoder.name}",
-            unit="text",
-            disable=not progress,
-        )
-        for i in range(0, len(missing), chunk):
-            part = missing[i : i + chunk]
-            vecs = encoder.encode([unique[h] for h in part])
-            new = {h: vecs[j] for j, h in enumerate(part)}
-            store.put_features(encoder.id, new)
-            cached.update(new)
-            bar.update(len(part))
-        bar.close()
+    keys = [("", h) for h in unique]
+    cached = store.get_pair_features(encoder.id, keys)
+    _fill(
+        store,
+        encoder,
+        cached,
+        [k for k in keys if k not in cached],
+        lambda part: encoder.encode([unique[h] for _, h in part]),
+        chunk=chunk,
+        unit="text",
+        progress=progress,
+    )
     if not hashes:
         return np.zeros((0, encoder.dim), dtype=np.float32)
-    return np.stack([cached[h] for h in hashes]).astype(np.float32, copy=False)
+    return np.stack([cached[("", h)] for h in hashes]).astype(np.float32, copy=False)
 
 
 def pair_features(
@@ -87,22 +110,16 @@ def pair_features(
     cached = store.get_pair_features(encoder.id, keys)
     # grouped by prompt, so an encoder that reuses a prompt's computation sees its candidates together
     missing = sorted((k for k in keys if k not in cached), key=lambda k: k[0])
-    if missing:
-        step = chunk or max(1, int(getattr(encoder.config, "cache_chunk", 64)))
-        bar = progress_bar(
-            total=len(missing),
-            desc=f"encoding pairs with {encoder.name}",
-            unit="pair",
-            disable=not progress,
-        )
-        for i in range(0, len(missing), step):
-            part = missing[i : i + step]
-            vecs = encoder.encode_pairs([texts[p] for p, _ in part], [texts[r] for _, r in part])
-            new = {k: vecs[j] for j, k in enumerate(part)}
-            store.put_pair_features(encoder.id, new)
-            cached.update(new)
-            bar.update(len(part))
-        bar.close()
+    _fill(
+        store,
+        encoder,
+        cached,
+        missing,
+        lambda part: encoder.encode_pairs([texts[p] for p, _ in part], [texts[r] for _, r in part]),
+        chunk=chunk or max(1, int(getattr(encoder.config, "cache_chunk", 64))),
+        unit="pair",
+        progress=progress,
+    )
     if not pairs:
         return np.zeros((0, encoder.dim), dtype=np.float32)
     return np.stack([cached[k] for k in pairs]).astype(np.float32, copy=False)
@@ -123,13 +140,16 @@ def prompt_features(
         )
     keys = [(h, "") for h in dict.fromkeys(hashes)]
     cached = store.get_pair_features(encoder.id, keys)
-    missing = [k for k in keys if k not in cached]
-    for i in range(0, len(missing), DEFAULT_CHUNK):
-        part = missing[i : i + DEFAULT_CHUNK]
-        vecs = encoder.encode_prompts([texts[p] for p, _ in part])
-        new = {k: vecs[j] for j, k in enumerate(part)}
-        store.put_pair_features(encoder.id, new)
-        cached.update(new)
+    _fill(
+        store,
+        encoder,
+        cached,
+        [k for k in keys if k not in cached],
+        lambda part: encoder.encode_prompts([texts[p] for p, _ in part]),
+        chunk=DEFAULT_CHUNK,
+        unit="prompt",
+        progress=progress,
+    )
     if not hashes:
         return np.zeros((0, encoder.prompt_dim), dtype=np.float32)
     return np.stack([cached[(h, "")] for h in hashes]).astype(np.float32, copy=False)

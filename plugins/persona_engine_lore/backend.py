@@ -31,12 +31,12 @@ import numpy as np
 
 from persona_engine.backends import PreferenceData, RewardBackend, UserState
 from persona_engine.backends.scaling import Standardizer
+from persona_engine.backends.user_prior import LogitPrior, onboard_prior_scale
 from persona_engine.losses import preference_targets
 from persona_engine.training import fit_module
 
 from .config import LoReConfig
 from .onboarding import fit_user_logits, softmax
-from .user_prior import LogitPrior
 
 
 class LoReBackend(RewardBackend):
@@ -89,7 +89,9 @@ class LoReBackend(RewardBackend):
         with torch.no_grad():
             w = model.user_weights().numpy().astype(np.float32)
         self.users = {u: self._state(w[i]) for i, u in enumerate(data.user_ids)}
-        self.user_prior = LogitPrior.fit(w, cfg.onboard_prior_scale)
+        base = LogitPrior.fit(w)
+        scale, scale_metrics = onboard_prior_scale(self, data, cfg.training.seed)
+        self.user_prior = base.scaled(scale)
         return {
             "epochs": result.epochs,
             "best_epoch": result.best_epoch,
@@ -97,10 +99,9 @@ class LoReBackend(RewardBackend):
             "val_loss": result.val_loss,
             # the official pruning rule: a direction counts if some user gives it >= 1% weight
             "basis_used": int((w.max(axis=0) >= 1e-2).sum()),
-            # spread of the training users' centred logits: the scale of the onboarding prior
-            "user_logit_std": float(
-                np.sqrt(np.trace(np.linalg.inv(self.user_prior.precision)) / cfg.rank)
-            ),
+            # spread of the training users' centred logits, and the chosen scale of the onboarding prior
+            "user_logit_std": base.logit_std(),
+            **scale_metrics,
         }
 
     def _set_basis(self, basis: np.ndarray) -> None:
@@ -118,17 +119,21 @@ class LoReBackend(RewardBackend):
 
     # -- onboarding and scoring -------------------------------------------------------------------
     def _embed_user(self, data: PreferenceData) -> UserState:
-        projected = (
-            ((data.chosen - data.rejected) / self.scaler.std) @ self.basis / self.config.temperature
-        )
+        prior = self.user_prior if self.config.onboarding == "map" else None
+        return self._state(softmax(self._onboard_logits(data, prior)))
+
+    def _onboard_logits(self, data: PreferenceData, prior: LogitPrior | None) -> np.ndarray:
+        """A new user's logits theta with V frozen: the MAP under ``prior``, or without one the
+        published maximum-likelihood fit (plus ``onboard_l2``) from the centre of the simplex."""
         cfg = self.config
-        if cfg.onboarding == "map":
-            mean, precision = self.user_prior.mean, self.user_prior.precision / len(data)
+        projected = ((data.chosen - data.rejected) / self.scaler.std) @ self.basis / cfg.temperature
+        if prior is not None:
+            mean, precision = prior.mean, prior.precision / len(data)
             start: np.ndarray | None = mean
         else:
             mean, precision = np.zeros(cfg.rank), cfg.onboard_l2 * np.eye(cfg.rank)
             start = None
-        theta = fit_user_logits(
+        return fit_user_logits(
             projected,
             preference_targets(data.strength),
             prior_mean=mean,
@@ -136,7 +141,6 @@ class LoReBackend(RewardBackend):
             max_iter=cfg.onboard_max_iter,
             start=start,
         )
-        return self._state(softmax(theta))
 
     def prior(self) -> UserState:
         """The population's typical weights: ``softmax`` of the onboarding prior's mean (what MAP

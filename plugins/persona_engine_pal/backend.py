@@ -35,6 +35,7 @@ import numpy as np
 
 from persona_engine.backends import PreferenceData, RewardBackend, UserState
 from persona_engine.backends.scaling import Standardizer
+from persona_engine.backends.user_prior import LogitPrior, onboard_prior_scale
 from persona_engine.errors import InvalidInputError
 from persona_engine.losses import preference_targets
 from persona_engine.training import fit_module
@@ -42,7 +43,6 @@ from persona_engine.training import fit_module
 from .config import PALConfig
 from .inference import NumpyProjector, distinct_rows, softmax, unit_rows
 from .onboarding import fit_mixture_logits, ideal_point_logits, prompt_mixture_logits
-from .user_prior import LogitPrior
 
 CHUNK = 8192  # rows per block when gathering per-row prompt points
 
@@ -173,7 +173,9 @@ class PALBackend(RewardBackend):
         with torch.no_grad():
             w = model.user_weights().numpy().astype(np.float32)
         self.users = {u: self._state(w[i]) for i, u in enumerate(data.user_ids)}
-        self.user_prior = LogitPrior.fit(w, cfg.onboard_prior_scale)
+        base = LogitPrior.fit(w)
+        scale, scale_metrics = onboard_prior_scale(self, data, tc.seed)
+        self.user_prior = base.scaled(scale)
         cos = self.prototype_cosines(data)
         off = cos[~np.eye(len(cos), dtype=bool)]
         metrics = {
@@ -183,6 +185,8 @@ class PALBackend(RewardBackend):
             "val_loss": result.val_loss,
             "prototype_cos_mean": float(off.mean()) if off.size else 0.0,
             "prototype_cos_max": float(off.max()) if off.size else 0.0,
+            "user_logit_std": base.logit_std(),
+            **scale_metrics,
         }
         if variant == "B":
             metrics["cosine_scale"] = self._scale
@@ -248,15 +252,21 @@ class PALBackend(RewardBackend):
         return logits_fn, preference_targets(data.strength)
 
     def _embed_user(self, data: PreferenceData) -> UserState:
+        prior = self.user_prior if self.config.onboarding == "map" else None
+        return self._state(softmax(self._onboard_logits(data, prior)))
+
+    def _onboard_logits(self, data: PreferenceData, prior: LogitPrior | None) -> np.ndarray:
+        """A new user's mixture logits with every network frozen: the MAP under ``prior``, or
+        without one the published fit of the shots (plus ``onboard_l2``) from the centre."""
         cfg = self.config
         logits_fn, target = self.onboarding_problem(data)
         k = cfg.n_prototypes
-        if cfg.onboarding == "map":
-            mean, precision = self.user_prior.mean, self.user_prior.precision / len(data)
+        if prior is not None:
+            mean, precision = prior.mean, prior.precision / len(data)
             start: np.ndarray | None = mean
         else:
             mean, precision, start = np.zeros(k), cfg.onboard_l2 * np.eye(k), None
-        theta = fit_mixture_logits(
+        return fit_mixture_logits(
             logits_fn,
             k,
             target,
@@ -268,7 +278,6 @@ class PALBackend(RewardBackend):
             sharpness=cfg.onboard_hinge_sharpness,
             max_iter=cfg.onboard_max_iter,
         )
-        return self._state(softmax(theta))
 
     def prior(self) -> UserState:
         """The population's typical mixture: ``softmax`` of the onboarding prior's mean (what MAP

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -87,10 +87,15 @@ class PALConfig(PluginConfig):
             "1-5 shots exactly and overfits them."
         ),
     )
-    onboard_prior_scale: float = Field(
-        1.0,
-        gt=0,
-        description="Multiplier of the covariance S of the population prior used by onboarding='map'.",
+    onboard_prior_scale: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
+        "auto",
+        description=(
+            "Multiplier c of the covariance S of the population prior used by onboarding='map' "
+            "(below 1 trusts the population more, above 1 the shots). 'auto' chooses c at fit "
+            "time from persona_engine.backends.user_prior.SCALE_GRID by held-out prediction on "
+            "training users (onboard from 1, 5 and 20 shots, score pairs sharing no text with "
+            "them); fit reports the choice as onboard_prior_scale."
+        ),
     )
     onboard_l2: float = Field(
         1e-3,

@@ -27,11 +27,12 @@ Fixes to the official code, by design:
   active latent units (a unit is active when its posterior mean varies across users by more than
   0.01; Burda et al. 2016) and the mean KL are reported too, but they describe the encoder only:
   a collapsed decoder can sit behind 100% active units.
-- **Collapse is fought, not only measured** (both switchable, see ``VPLConfig``): training
+- **Collapse is fought, not only measured** (see ``VPLConfig`` and its presets): training
   contexts of 1-32 comparisons drawn log-uniformly cover the sizes users are onboarded from
-  (the official 2-8 do not, and onboarding reads at most ``context_max``); and a context-swap
-  regulariser (``loss.swap_loss``) rewards margins that the user's own z explains better than
-  another user's z.
+  (the official 2-8 do not, and onboarding reads at most ``context_max``). A context-swap
+  regulariser (``loss.swap_loss``, ``swap_weight``), which rewards margins that the user's own z
+  explains better than another user's z, is available but off by default: on the dev bench it
+  raised ``swap_sensitivity`` without raising accuracy.
 - The log-variance floor is -6 rather than the official -1 (sigma >= 0.6 on a mean clamped to
   [-1, 1] drowns the latent in noise; the official code works around it by scaling eps by 1e-3).
 """

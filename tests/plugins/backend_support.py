@@ -8,6 +8,7 @@ import copy
 import numpy as np
 
 from persona_engine.backends import PreferenceData
+from persona_engine.plugins import get_backend
 
 
 def split_population(pop, n_train_users=20, seen_rows=30, shots=10):
@@ -47,7 +48,7 @@ def map_onboarding_distances(model, new: dict, sharpen: float = 1.0) -> dict[str
     by the published fit, and after 10 shots by MAP; and the L1 distance on the simplex between
     the MAP and the published fits of the 10 shots repeated 50 times (under a prior ``sharpen``
     times as precise, so that a prior whose weight does not shrink with the shots shows)."""
-    from persona_engine_lore.user_prior import centred_logits
+    from persona_engine.backends.user_prior import centred_logits
 
     published = with_onboarding(model, "published")
     prior = model.user_prior
@@ -69,3 +70,19 @@ def map_onboarding_distances(model, new: dict, sharpen: float = 1.0) -> dict[str
             np.abs(sharp.embed_user(many).vector - published.embed_user(many).vector).sum()
         )
     return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def chosen_prior_scales(name: str, config: dict) -> dict[str, float]:
+    """``onboard_prior_scale`` chosen at fit time on a population whose two groups disagree and on
+    one whose users all agree (40 users each, 8 of them held out for the choice)."""
+    from persona_engine.testing import synthetic_population
+
+    out = {}
+    for label, groups in (("disagree", 2), ("agree", 1)):
+        pop = synthetic_population(
+            n_users=40, per_user=40, dim=8, prompt_dim=4, groups=groups, seed=0
+        )
+        metrics = get_backend(name)(config).fit(pop.data)
+        assert metrics["onboard_prior_scale_users"] >= 4
+        out[label] = metrics["onboard_prior_scale"]
+    return out

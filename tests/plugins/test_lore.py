@@ -6,7 +6,13 @@ import time
 
 import numpy as np
 import pytest
-from backend_support import accuracy, map_onboarding_distances, split_population, with_onboarding
+from backend_support import (
+    accuracy,
+    chosen_prior_scales,
+    map_onboarding_distances,
+    split_population,
+    with_onboarding,
+)
 
 from persona_engine.backends import PreferenceData, load_backend
 from persona_engine.errors import InvalidInputError, NoModelError, UnknownUserError
@@ -191,7 +197,7 @@ def test_map_onboarding_moves_from_the_population_prior_as_shots_grow(fitted):
     model, _, _, new = fitted
     assert model.config.onboarding == "map"
     dist = map_onboarding_distances(model, new)
-    assert dist["map_1"] < 0.5 and dist["map_1"] < 0.5 * dist["published_1"], dist
+    assert dist["map_1"] < 1.0 and dist["map_1"] < 0.5 * dist["published_1"], dist
     assert dist["map_10"] > 1.5 * dist["map_1"], dist
 
 
@@ -211,3 +217,12 @@ def test_published_onboarding_is_the_plain_fit_of_the_shots(fitted):
     assert cfg.onboarding == "published"
     with pytest.raises(InvalidInputError):
         get_backend("lore")({"onboarding": "bayes"})
+
+
+def test_prior_scale_is_chosen_on_held_out_users_and_shrinks_more_when_users_agree():
+    """``onboard_prior_scale="auto"`` (the default) picks the prior's width by held-out prediction
+    on users the probe model never saw: where users disagree the shots are trusted, where they
+    all agree onboarding stays at the population's weights."""
+    scales = chosen_prior_scales("lore", FAST)
+    assert scales["agree"] < scales["disagree"], scales
+    assert scales["disagree"] >= 1.0 and scales["agree"] <= 0.25, scales

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
-from backend_support import accuracy, map_onboarding_distances, split_population, with_onboarding
+from backend_support import (
+    accuracy,
+    chosen_prior_scales,
+    map_onboarding_distances,
+    split_population,
+    with_onboarding,
+)
 
 from persona_engine.backends import PreferenceData, load_backend
 from persona_engine.errors import InvalidInputError, NoModelError, UnknownUserError
@@ -80,7 +88,8 @@ def test_onboarding_reaches_a_local_minimum(fitted, onboarding):
     """The Gauss-Newton solver stops where the (smoothed) onboarding loss, with the procedure's
     penalty, no longer decreases."""
     from persona_engine_pal.loss import onboarding_objective
-    from persona_engine_pal.user_prior import centred_logits
+
+    from persona_engine.backends.user_prior import centred_logits
 
     model, _, _, new = fitted
     model = with_onboarding(model, onboarding)
@@ -237,8 +246,11 @@ def test_map_onboarding_moves_from_the_population_prior_as_shots_grow(fitted):
 
 
 def test_map_onboarding_with_many_shots_approaches_the_published_fit(fitted):
-    """The prior's weight is that of a few comparisons: under hundreds the two procedures agree."""
-    model, _, _, new = fitted
+    """The prior's weight is that of a few comparisons: under hundreds the two procedures agree
+    (under the population's spread itself, c = 1; the chosen c scales the count)."""
+    model, metrics, _, new = fitted
+    model = copy.copy(model)
+    model.user_prior = model.user_prior.scaled(1.0 / metrics["onboard_prior_scale"])
     assert map_onboarding_distances(model, new)["many"] < 0.2
 
 
@@ -252,3 +264,12 @@ def test_published_onboarding_is_the_plain_fit_of_the_shots(fitted):
     assert cfg.onboarding == "published"
     with pytest.raises(InvalidInputError):
         get_backend("pal")({"onboarding": "bayes"})
+
+
+def test_prior_scale_is_chosen_on_held_out_users_and_shrinks_more_when_users_agree():
+    """``onboard_prior_scale="auto"`` (the default) picks the prior's width by held-out prediction
+    on users the probe model never saw: where users disagree the shots are trusted, where they
+    all agree onboarding stays at the population's weights."""
+    scales = chosen_prior_scales("pal", CONFIGS["B"])
+    assert scales["agree"] < scales["disagree"], scales
+    assert scales["disagree"] >= 1.0 and scales["agree"] <= 0.25, scales

@@ -239,3 +239,16 @@ def test_bad_input_gives_clear_errors(fitted, population):
         get_backend("vpl")().embed_user(shots)
     with pytest.raises(InvalidInputError, match="context_min"):
         get_backend("vpl")({"context_min": 9, "context_max": 8})
+
+
+def test_presets_name_the_published_and_swap_configurations():
+    from persona_engine_vpl.config import PRESETS, VPLConfig
+
+    published = VPLConfig.from_preset("published")
+    assert (published.context_min, published.context_max) == (2, 8)
+    assert published.context_distribution == "uniform" and published.swap_weight == 0.0
+    assert VPLConfig.from_preset("swap", latent_dim=8).swap_weight == 1.0
+    assert VPLConfig.from_preset("default") == VPLConfig()
+    assert set(PRESETS) >= {"default", "published", "swap", "wide_swap"}
+    with pytest.raises(ValueError, match="unknown vpl preset"):
+        VPLConfig.from_preset("nope")
