@@ -240,20 +240,57 @@ class Engine(UserProfilesMixin):
         started = utcnow()
         metrics = model.fit(data, progress=progress)
         model_id = f"{backend}-v{version}"
-        model.save(path)
-        record = ModelRecord(
-            id=model_id,
+        previous = self.store.active_model(backend)
+        record = self.register_model(
+            model,
             backend=backend,
             version=version,
-            path=str(path),
-            encoder=enc.id,
-            config=model.config.model_dump(mode="json"),
+            path=path,
+            encoder=enc,
             data={
                 "comparisons": len(data),
                 "users": len(data.user_ids),
-                "encoder_name": enc.name,
-                "encoder_config": enc.config.model_dump(mode="json"),
                 "fit_seconds": (utcnow() - started).total_seconds(),
+            },
+            metrics=metrics,
+            counts=self.store.comparison_counts(),
+        )
+        if activate:
+            self.store.activate_model(model_id)
+            record = self.store.model(model_id)
+        if rederive:
+            self._rederive_after_train(previous, record, progress=progress)
+        return record
+
+    def register_model(
+        self,
+        model: RewardBackend,
+        *,
+        backend: str,
+        version: int,
+        path: Path,
+        encoder: Encoder,
+        data: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
+        counts: dict[str, int] | None = None,
+        keep_loaded: bool = True,
+    ) -> ModelRecord:
+        """Save a fitted ``model`` at ``path`` and register it (not active) as ``<backend>-v<version>``
+        with the encoder it was fitted on, and its fitted users' profiles (``counts``: each
+        user's number of comparisons). :meth:`train` and the benchmarks register through here;
+        without ``keep_loaded`` the engine reads the model back from its files when it is used."""
+        model.save(path)
+        record = ModelRecord(
+            id=f"{backend}-v{version}",
+            backend=backend,
+            version=version,
+            path=str(path),
+            encoder=encoder.id,
+            config=model.config.model_dump(mode="json"),
+            data={
+                **(data or {}),
+                "encoder_name": encoder.name,
+                "encoder_config": encoder.config.model_dump(mode="json"),
             },
             metrics={
                 k: v
@@ -261,32 +298,27 @@ class Engine(UserProfilesMixin):
                 if isinstance(v, (int, float, str, type(None)))
             },
         )
-        previous = self.store.active_model(backend)
         record = self.store.add_model(record, activate=False)
-        counts = self.store.comparison_counts()
-        now = utcnow()
-        self.store.put_profiles(
-            UserProfile(
-                user_id=u,
-                model_id=model_id,
-                backend=backend,
-                vector=s.vector.tolist(),
-                uncertainty=None if s.uncertainty is None else s.uncertainty.tolist(),
-                weights=s.weights,
-                n_comparisons=counts.get(u, 0),
-                source="fitted",
-                created_at=now,
-                updated_at=now,
+        if model.vector_dim or counts is not None:
+            now = utcnow()
+            self.store.put_profiles(
+                UserProfile(
+                    user_id=u,
+                    model_id=record.id,
+                    backend=backend,
+                    vector=s.vector.tolist(),
+                    uncertainty=None if s.uncertainty is None else s.uncertainty.tolist(),
+                    weights=s.weights,
+                    n_comparisons=(counts or {}).get(u, 0),
+                    source="fitted",
+                    created_at=now,
+                    updated_at=now,
+                )
+                for u, s in model.users.items()
             )
-            for u, s in model.users.items()
-        )
-        if activate:
-            self.store.activate_model(model_id)
-            record = self.store.model(model_id)
-        with self._lock:
-            self._models[model_id] = model
-        if rederive:
-            self._rederive_after_train(previous, record, progress=progress)
+        if keep_loaded:
+            with self._lock:
+                self._models[record.id] = model
         return record
 
     def model_record(self, model: str | None = None) -> ModelRecord:

@@ -30,7 +30,7 @@ import numpy as np
 from ..backends.base import RewardBackend, UserState
 from ..encoders.base import Encoder
 from ..hookspecs import hookimpl
-from ..schemas import Comparison, ModelRecord, UserProfile, utcnow
+from ..schemas import Comparison, ModelRecord, UserProfile
 
 BASELINE_PLUGIN = "persona-bench-baselines"
 
@@ -74,15 +74,19 @@ def _read_through_store(path: Path, cache: Any) -> Any:
     from ..store import Store
 
     class ReadThroughStore(Store):
-        def get_features(self, encoder: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-            found = super().get_features(encoder, hashes)
-            missing = [h for h in hashes if h not in found]
+        def get_pair_features(
+            self, encoder: str, keys: Sequence[tuple[str, str]]
+        ) -> dict[tuple[str, str], np.ndarray]:
+            found = super().get_pair_features(encoder, keys)
+            missing = [k for k in keys if k not in found]
             if missing:
-                found.update(cache.get_features(encoder, missing))
+                found.update(cache.get_pair_features(encoder, missing))
             return found
 
-        def put_features(self, encoder: str, vectors: dict[str, np.ndarray]) -> None:
-            cache.put_features(encoder, vectors)
+        def put_pair_features(
+            self, encoder: str, vectors: dict[tuple[str, str], np.ndarray]
+        ) -> None:
+            cache.put_pair_features(encoder, vectors)
 
     return ReadThroughStore(path)
 
@@ -130,43 +134,15 @@ class BenchEngine:
         self, model: RewardBackend, *, name: str, seed: int, n_comparisons: int
     ) -> ModelRecord:
         """Save ``model`` and register it (not active) with its fitted users' profiles."""
-        version = seed + 1  # one model per (backend, seed) in this private store
-        path = self.workdir / "models" / name / f"seed{seed}"
-        model.save(path)
-        enc = self.encoder
-        record = ModelRecord(
-            id=f"{name}-v{version}",  # the engine resolves "<backend>-v<N>" as a model id
-            backend=name,
-            version=version,
-            path=str(path),
-            encoder=enc.id,
-            config=model.config.model_dump(mode="json"),
-            data={
-                "comparisons": n_comparisons,
-                "users": len(model.users),
-                "encoder_name": enc.name,
-                "encoder_config": enc.config.model_dump(mode="json"),
-            },
+        return self.engine.register_model(
+            model,
+            backend=name,  # the engine resolves "<backend>-v<N>" as a model id
+            version=seed + 1,  # one model per (backend, seed) in this private store
+            path=self.workdir / "models" / name / f"seed{seed}",
+            encoder=self.encoder,
+            data={"comparisons": n_comparisons, "users": len(model.users)},
+            keep_loaded=False,  # scored as the engine loads it, from the saved files
         )
-        record = self.store.add_model(record, activate=False)
-        if model.vector_dim:
-            now = utcnow()
-            self.store.put_profiles(
-                UserProfile(
-                    user_id=u,
-                    model_id=record.id,
-                    backend=name,
-                    vector=s.vector.tolist(),
-                    uncertainty=None if s.uncertainty is None else s.uncertainty.tolist(),
-                    weights=s.weights,
-                    n_comparisons=0,
-                    source="fitted",
-                    created_at=now,
-                    updated_at=now,
-                )
-                for u, s in model.users.items()
-            )
-        return record
 
     def load(self, record: ModelRecord) -> RewardBackend:
         """The registered model as the engine loads it (from its saved files)."""
