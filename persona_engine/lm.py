@@ -285,6 +285,30 @@ def step_inputs(tokens: Any, repeat: int, extra: int) -> Any:
     return fed[:, None]
 
 
+#: the cache argument's name per model class (looked up once: inspecting a signature is slow)
+_CACHE_ARG: dict[type, str] = {}
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """``{name: cache}`` for ``model``'s forward, whose key/value cache argument is ``cache`` in
+    transformers >= 5.20 and ``past_key_values`` before (the old name warns, then goes)."""
+    import inspect
+
+    kind = type(model)
+    name = _CACHE_ARG.get(kind)
+    if name is None:
+        params = inspect.signature(model.forward).parameters
+        name = _CACHE_ARG[kind] = "cache" if "cache" in params else "past_key_values"
+    return {name: cache}
+
+
+def cache_of(output: Any) -> Any:
+    """The key/value cache a forward pass returned (``output.cache``, or ``past_key_values``
+    before transformers 5.20)."""
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
 def sampling_processors(config: DecodingConfig) -> list[Any]:
     """transformers processors for repetition penalty, temperature, top-k and top-p."""
     from transformers import (
@@ -349,7 +373,7 @@ def decode_tokens(
             use_cache=True,
             logits_to_keep=1,
         )
-    cache = out.past_key_values
+    cache = cache_of(out)
     for step in range(config.max_new_tokens):
         with torch.inference_mode():
             logits = out.logits[: B * R, -1, :].float().cpu().view(B, R, -1)
@@ -374,10 +398,10 @@ def decode_tokens(
                 input_ids=step_inputs(token, R, extra).to(device),
                 attention_mask=mask.to(device),
                 position_ids=positions.to(device),
-                past_key_values=cache,
+                **cache_kwargs(lm.model, cache),
                 use_cache=True,
             )
-        cache = out.past_key_values
+        cache = cache_of(out)
 
 
 def stream_text(lm: LanguageModel, steps: Iterator[list[int]], index: int = 0) -> Iterator[str]:
@@ -457,7 +481,7 @@ def continuation_logprobs(
             first = (
                 out.logits[:, -1, :].float().cpu()
             )  # (P, V): predicts each continuation's first token
-            cache = out.past_key_values
+            cache = cache_of(out)
             cache.batch_repeat_interleave(C)
             cont = torch.full((C, T), lm.pad_id, dtype=torch.long)
             cont_mask = torch.zeros((C, T), dtype=torch.long)
@@ -470,7 +494,7 @@ def continuation_logprobs(
                 input_ids=cont.repeat(P, 1).to(device),
                 attention_mask=full_mask.to(device),
                 position_ids=pos.to(device),
-                past_key_values=cache,
+                **cache_kwargs(lm.model, cache),
                 use_cache=False,
             )
             logits = torch.cat(

@@ -9,7 +9,9 @@ def make_engine(tmp_path):
     return Engine(tmp_path / "home", encoder="hashing", encoder_config={"dim": 64})
 
 
-def seed_comparisons(engine, users=6, per_user=30):
+def seed_comparisons(engine, users=6, per_user=30, contrarians=()):
+    """Users prefer kind words to rude ones, except the ``contrarians`` (indices), who prefer the
+    rude ones: a personalized model must tell them apart."""
     rng = np.random.default_rng(0)
     words_good = ["kind", "helpful", "clear", "polite", "thoughtful"]
     words_bad = ["rude", "vague", "insulting", "sloppy", "hostile"]
@@ -18,12 +20,13 @@ def seed_comparisons(engine, users=6, per_user=30):
         for i in range(per_user):
             g = " ".join(rng.choice(words_good, 3))
             b = " ".join(rng.choice(words_bad, 3))
+            chosen, rejected = (b, g) if u in contrarians else (g, b)
             rows.append(
                 {
                     "user_id": f"user{u}",
                     "prompt": "reply",
-                    "chosen": f"{g} {i}",
-                    "rejected": f"{b} {i}",
+                    "chosen": f"{chosen} {i}",
+                    "rejected": f"{rejected} {i}",
                 }
             )
     engine.record(rows)
@@ -32,26 +35,35 @@ def seed_comparisons(engine, users=6, per_user=30):
 
 def test_train_onboard_score_rank_delete(tmp_path):
     engine = make_engine(tmp_path)
-    seed_comparisons(engine)
-    rec = engine.train("bt")
-    assert rec.id == "bt-v1" and rec.active
-    assert (tmp_path / "home" / "models" / "bt" / "v1" / "model.safetensors").exists()
-    prof = engine.onboard(
-        "newbie",
-        [{"prompt": "reply", "chosen": "kind clear polite", "rejected": "rude hostile vague"}],
-    )
-    assert prof.model_id == "bt-v1" and prof.n_comparisons == 1
-    ranked = engine.rank("newbie", "reply", ["hostile rude", "kind helpful"])
-    assert ranked[0][0] == "kind helpful"
-    # an unknown user is scored with the population prior, never an error
-    assert len(engine.score("stranger", "reply", ["a", "b"])) == 2
-    counts = engine.delete_user("newbie")
-    assert counts["comparisons"] == 1 and counts["profiles"] == 1
+    seed_comparisons(engine, users=8, contrarians=(0, 4))
+    rec = engine.train("hier")  # the default personalized backend: onboarding changes the ranking
+    assert rec.id == "hier-v1" and rec.active
+    assert (tmp_path / "home" / "models" / "hier" / "v1" / "model.safetensors").exists()
+    shots = {
+        "nice": [("kind clear polite", "rude hostile vague"), ("helpful polite", "sloppy rude")],
+        "contrarian": [
+            ("rude hostile vague", "kind clear polite"),
+            ("sloppy rude", "helpful polite"),
+        ],
+    }
+    for user, pairs in shots.items():
+        comps = [{"prompt": "reply", "chosen": c, "rejected": r} for c, r in pairs]
+        prof = engine.onboard(user, comps)
+        assert prof.model_id == "hier-v1" and prof.n_comparisons == 2
+    candidates = ["hostile rude", "kind helpful"]
+    assert engine.rank("nice", "reply", candidates)[0][0] == "kind helpful"
+    # the population mostly prefers kind words; two comparisons turn the ranking round for this user
+    assert engine.rank("contrarian", "reply", candidates)[0][0] == "hostile rude"
+    prior = engine.score("stranger", "reply", candidates)  # an unknown user: the population prior
+    assert len(prior) == 2 and prior[1] > prior[0]
+    counts = engine.delete_user("contrarian")
+    assert counts["comparisons"] == 2 and counts["profiles"] == 1
     with pytest.raises(UnknownUserError):
-        engine.profile("newbie")
+        engine.profile("contrarian")
     # a second training run is a new version and becomes active
-    assert engine.train("bt").id == "bt-v2"
-    assert engine.model_record().id == "bt-v2"
+    assert engine.train("bt").id == "bt-v1"
+    assert engine.train("hier").id == "hier-v2"
+    assert engine.model_record().id == "hier-v2"
 
 
 def test_engine_errors(tmp_path):

@@ -3,14 +3,18 @@ below are quoted in docs/plugins/testing.md."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
 from persona_engine import hookimpl, user_dir
 from persona_engine.backends import RewardBackend, UserState
-from persona_engine.plugins import get_backend, get_plugin_manager
+from persona_engine.plugins import get_backend
+
+HERE = Path(__file__).parent
 
 
 class Always(RewardBackend):
@@ -53,8 +57,35 @@ def test_engine_in_a_fresh_home(persona_engine_home):
     assert list(persona_engine_home.iterdir()) == []
 
 
-def test_registration_ends_with_the_test():
-    assert "always" not in get_plugin_manager().names("backends")
+def test_registration_ends_with_the_test(tmp_path):
+    """In a run of its own (so the order of this file's tests does not matter): a backend that the
+    first test registers is gone in the second, and it was there in the first."""
+    (tmp_path / "test_order.py").write_text(
+        "from persona_engine import hookimpl\n"
+        "from persona_engine.plugins import get_plugin_manager\n"
+        "from test_pytest_plugin import Always\n"
+        "class Plugin:\n"
+        "    @hookimpl\n"
+        "    def register_backends(self, register):\n"
+        "        register(Always)\n"
+        "def test_registers(persona_engine_plugin):\n"
+        "    assert 'always' not in get_plugin_manager().names('backends')\n"
+        "    persona_engine_plugin(Plugin(), 'test-always')\n"
+        "    assert 'always' in get_plugin_manager().names('backends')\n"
+        "def test_gone_afterwards():\n"
+        "    assert 'always' not in get_plugin_manager().names('backends')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+        },
+    )
+    assert "2 passed" in out.stdout, out.stdout + out.stderr
 
 
 def test_synthetic_population_fixture_has_opposite_groups(synthetic_population):

@@ -246,7 +246,14 @@ class RewardBackend(ABC):
                 f"{path} holds a {meta.get('backend')!r} model, not {cls.name!r}"
             )
         obj = cls(meta["config"])
-        tensors = load_file(str(weights))
+        try:
+            tensors = load_file(str(weights))
+        except Exception as exc:  # safetensors' own error type is not part of its public API
+            raise PersonaEngineError(
+                f"{weights} is not a readable safetensors file ({exc})",
+                code="corrupt_model",
+                status=500,
+            ) from exc
         obj.dim, obj.prompt_dim = meta["dim"], meta["prompt_dim"]
         obj.feature_names = meta.get("feature_names", [])
         obj.load_state_dict(

@@ -83,7 +83,7 @@ class DriftLogitsProcessor(LogitsProcessor):
         self._extra = 0
 
     def _prefill(self) -> Any:
-        from persona_engine.lm import padded_batch
+        from persona_engine.lm import cache_of, padded_batch
 
         rows = [r for g in self.contexts for r in g]
         device = next(self.slm.model.parameters()).device
@@ -96,7 +96,7 @@ class DriftLogitsProcessor(LogitsProcessor):
             use_cache=True,
             logits_to_keep=1,
         )
-        self._cache = out.past_key_values
+        self._cache = cache_of(out)
         return out.logits[: len(rows), -1]
 
     def _advance(self, tokens: Any) -> Any:
@@ -106,16 +106,16 @@ class DriftLogitsProcessor(LogitsProcessor):
             [self._mask, torch.ones((len(self._mask), 1), dtype=torch.long)], dim=1
         )
         self._positions = self._positions[:, -1:] + 1
-        from persona_engine.lm import step_inputs
+        from persona_engine.lm import cache_kwargs, cache_of, step_inputs
 
         out = self.slm.model(
             input_ids=step_inputs(tokens, self.rows, self._extra),
             attention_mask=self._mask,
             position_ids=self._positions,
-            past_key_values=self._cache,
+            **cache_kwargs(self.slm.model, self._cache),
             use_cache=True,
         )
-        self._cache = out.past_key_values
+        self._cache = cache_of(out)
         return out.logits[: len(self.contexts) * self.rows, -1]
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -40,8 +41,25 @@ def test_labels_follow_stances(shared_data, tmp_path):
             for k in ("chosen", "rejected")
         }
         assert utility["chosen"] > utility["rejected"]
-    # users of one persona type share most stances, and types take opposite sides somewhere
-    assert len({json.dumps(r["meta"]["stances"], sort_keys=True) for r in records}) > 3
+    # users of one persona type share stances, and types take opposite sides somewhere
+    users = {r["user_id"]: (r["meta"]["group"], r["meta"]["stances"]) for r in records}
+    groups: dict[int, list[dict[str, int]]] = {}
+    for group, stances in users.values():
+        groups.setdefault(group, []).append(stances)
+    assert len(groups) == 3
+    shared = {}  # each type's stances held by more than half of its users
+    for group, members in groups.items():
+        held = Counter(item for stances in members for item in stances.items())
+        shared[group] = {a: s for (a, s), n in held.items() if 2 * n > len(members)}
+        assert shared[group], group
+    opposite = {
+        (g, h, a)
+        for g in shared
+        for h in shared
+        for a in shared[g].keys() & shared[h].keys()
+        if g < h and shared[g][a] == -shared[h][a]
+    }
+    assert opposite  # e.g. one type for an attribute, another against it
     out = tmp_path / "set.jsonl"
     assert write_persona_set(source, out, cfg) == len(records)
     assert [json.loads(line) for line in out.read_text().splitlines()] == records  # seeded

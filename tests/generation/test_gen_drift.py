@@ -103,7 +103,10 @@ def test_steering_moves_the_target_beyond_prompting_and_apart(
     gen = drift(tiny_lm_dir, tiny_vocab_path, beta=0.5, seed=3)
     blue = rates(gen.generate_batch([PROMPT] * n, [{"blue": 1.0}] * n))
     red = rates(gen.generate_batch([PROMPT] * n, [{"red": 1.0}] * n))
-    assert blue["blue"] > base["blue"] + 0.3 and blue["blue"] >= prompted["blue"] - 0.02
+    # beyond prompting: more blue than the blue system prompt alone (same seeds; measured 0.98 vs
+    # 0.87 at n = 60)
+    assert blue["blue"] > base["blue"] + 0.3
+    assert blue["blue"] > prompted["blue"] + 0.05, (prompted, blue)
     assert (
         red["red"] > base["red"] + 0.3 and red["blue"] < base["blue"] - 0.2
     )  # opposite users move apart

@@ -136,3 +136,32 @@ def test_cpu_batch_padding_changes_no_token(tiny_lm, monkeypatch, rows):
     monkeypatch.setattr(lm_mod, "CPU_MIN_BATCH_ROWS", 0)
     assert lm_mod.batch_padding(rows, "cpu") == 0
     assert list(lm_mod.decode_tokens(tiny_lm, contexts, cfg)) == padded
+
+
+def test_decoding_uses_the_current_cache_api(tiny_lm):
+    """No deprecation warning from transformers: the KV cache goes in and out under the name the
+    installed version takes (``cache`` since 5.20, ``past_key_values`` before)."""
+    import warnings
+
+    from persona_engine.lm import (
+        DecodingConfig,
+        cache_kwargs,
+        collect_texts,
+        continuation_logprobs,
+        decode_tokens,
+    )
+
+    cfg = DecodingConfig(max_new_tokens=4, do_sample=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        warnings.simplefilter("error", DeprecationWarning)
+        texts = collect_texts(tiny_lm, decode_tokens(tiny_lm, [[tiny_lm.chat_ids(PROMPT)]], cfg))
+        ids = tiny_lm.tokenizer.encode("the red car", add_special_tokens=False)
+        continuation_logprobs(tiny_lm, [tiny_lm.chat_ids(PROMPT)], [ids])
+    assert texts[0]
+    import inspect
+
+    takes = inspect.signature(tiny_lm.model.forward).parameters
+    assert list(cache_kwargs(tiny_lm.model, None)) == (
+        ["cache"] if "cache" in takes else ["past_key_values"]
+    )

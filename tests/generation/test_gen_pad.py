@@ -95,11 +95,13 @@ def test_reward_moves_the_target_beyond_prompting_without_leaking(
     # the head alone (base not prompted) moves the target
     red_only = rates(gen.generate_batch([PROMPT] * N, ["red"] * N, preference_prompt=False))
     assert red_only["red"] > base["red"] + 0.2
-    # with the preference prompt, PAD goes beyond prompt-only
+    # with the preference prompt, PAD goes beyond prompt-only (same seeds, so the gap is the head's;
+    # measured: red 0.875 -> 1.0, bad 0.65 -> 0.83), and stays fluent
     for attr, system, measure in (("red", "sys_red", "red"), ("neg", "sys_neg", "bad")):
         prompted = rates(plain(tiny_lm, system))
         ours = rates(gen.generate_batch([PROMPT] * N, [attr] * N))
-        assert ours[measure] >= prompted[measure] and ours["fluent"] >= 0.9
+        assert ours[measure] > prompted[measure] + 0.1, (attr, prompted, ours)
+        assert ours["fluent"] >= 0.9
     # no leakage: the red user's sentiment and the negative user's colour stay at the base rates
     red_user = rates(gen.generate_batch([PROMPT] * N, ["red"] * N))
     neg_user = rates(gen.generate_batch([PROMPT] * N, ["neg"] * N))

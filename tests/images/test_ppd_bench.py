@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -38,10 +39,19 @@ def test_images_bench_writes_figures_and_pictures_and_resumes(tmp_path):
     out = json.loads((tmp_path / "out" / "images.json").read_text())
     assert out["held_out_users"] == 4 and out["shots"] == 4
     assert set(out["conditions"]) == {"ppd_g1", "ppd_g2", "ppd_64pairs_g2"}
-    for cond in out["conditions"].values():
-        assert 0.0 <= cond["win_rate_vs_base"] <= 1.0
+    conds = out["conditions"]
+    for cond in conds.values():
         lo, hi = cond["win_rate_vs_base_ci95"]
-        assert lo <= cond["win_rate_vs_base"] <= hi
+        assert 0.0 <= lo <= cond["win_rate_vs_base"] <= hi <= 1.0
+        # the pictures depend on the user: opposite users' images differ (even at toy size, where
+        # two DPO steps barely move the zero-initialised user branch)
+        assert cond["opposite_feature_distance"] > 1e-4
+    # guidance scales the user's effect: at g = 2 opposite users move about twice as far apart
+    # (measured 0.0035 vs 0.0017), so a sampler that ignores the scale fails here
+    g1, g2 = (conds[c]["opposite_feature_distance"] for c in ("ppd_g1", "ppd_g2"))
+    assert 1.5 * g1 < g2 < 2.5 * g1
+    # 4 shots or 64 pairs embed each user differently
+    assert conds["ppd_64pairs_g2"]["opposite_feature_distance"] != g2
     for name in ("images_grid.png", "images_interpolation.png"):
         assert (tmp_path / "out" / name).read_bytes().startswith(b"\x89PNG")
     assert "| ppd_g1 |" in res.output
@@ -51,6 +61,13 @@ def test_images_bench_writes_figures_and_pictures_and_resumes(tmp_path):
         json.loads((tmp_path / "out" / "images.json").read_text())["conditions"]
         == out["conditions"]
     )
+
+
+def test_win_rate_counts_wins_and_half_ties():
+    from persona_engine.bench.images import _user_metrics
+
+    m = _user_metrics(np.array([2.0, 1.0, 0.0, 5.0]), np.array([1.0, 1.0, 1.0, 1.0]))
+    assert m == {"win_rate": (1 + 0.5 + 0 + 1) / 4, "reward_gain": 1.0}
 
 
 def test_images_bench_bad_options_are_clear_errors(tmp_path):

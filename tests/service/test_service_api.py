@@ -131,11 +131,6 @@ def test_score_with_an_explicit_vector(trained_api: Api) -> None:
 
 
 def test_similar_users_and_next_queries(trained_api: Api) -> None:
-    eng = trained_api.engine
-    if not hasattr(eng, "similar_users") or not hasattr(eng, "next_queries"):
-        r = trained_api.call("POST", "/v1/similar-users", json={"user_id": "u0", "k": 3})
-        assert r.status_code == 501 and r.json()["error"]["code"] == "not_implemented"
-        return
     r = trained_api.call("POST", "/v1/similar-users", json={"user_id": "u0", "k": 2})
     assert r.status_code == 200, r.text
     near = [n["user_id"] for n in r.json()["neighbours"]]
@@ -205,8 +200,6 @@ def test_record_with_profile_update(trained_api: Api) -> None:
         json={"comparisons": comps},
     )
     assert r.status_code == 201, r.text
-    if not hasattr(trained_api.engine, "update_profiles"):
-        return
     assert r.json()["profiles"]["onboarded"] == 1
     prof = trained_api.call("GET", "/v1/profiles/fresh").json()
     assert prof["n_comparisons"] == 3 and prof["model_id"] == "svc_peruser-v1"

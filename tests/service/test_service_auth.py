@@ -96,12 +96,11 @@ def test_a_tenant_cannot_read_write_or_delete_another_tenants_user(trained_api: 
             ("POST", "/v1/next-queries", {"user_id": user, "candidates": ["a b", "c d"]}),
         ):
             r = api.call(method, path, tenant=tenant, json=body)
-            assert r.status_code in (404, 501), (tenant, method, path, r.text)
-            if r.status_code == 404:
-                assert r.json()["error"] == {
-                    "code": "unknown_user",
-                    "message": f"unknown user {user!r}",
-                }
+            assert r.status_code == 404, (tenant, method, path, r.text)
+            assert r.json()["error"] == {
+                "code": "unknown_user",
+                "message": f"unknown user {user!r}",
+            }
     assert api.counts() == before
     # the stored id never leaks the other tenant's name, and the same id can exist in both tenants
     assert (
@@ -131,16 +130,18 @@ def test_a_default_key_cannot_spell_a_tenants_stored_id(trained_api: Api) -> Non
 
 
 def test_similar_users_only_returns_the_callers_tenant(trained_api: Api) -> None:
+    """The real profile index holds every tenant's profiles; the service filters by tenant."""
     api = trained_api
-    api.call("POST", "/v1/comparisons", tenant="shop", json={"user_id": "carol", **COMP})
-    everyone = api.engine.store.user_ids()
-
-    def similar_users(
-        user_id, k=10, model=None
-    ):  # every user, nearest first (a stand-in for the profile index)
-        return [(u, 1.0 / (i + 1)) for i, u in enumerate(everyone) if u != user_id][:k]
-
-    api.engine.similar_users = similar_users  # type: ignore[attr-defined]
+    for user in ("carol", "dave"):
+        r = api.call(
+            "POST", "/v1/onboard", tenant="shop", json={"user_id": user, "comparisons": [COMP]}
+        )
+        assert r.status_code == 200, r.text
+    # unfiltered, the index answers with users of both tenants: the filter below is what hides them
+    nearest_to_carol = {n.user_id for n in api.engine.similar_users("shop\x1fcarol", k=50)}
+    assert {"u0", "u1", "shop\x1fdave"} <= nearest_to_carol
+    nearest_to_u0 = {n.user_id for n in api.engine.similar_users("u0", k=50)}
+    assert "shop\x1fcarol" in nearest_to_u0
     mine = api.call("POST", "/v1/similar-users", json={"user_id": "u0", "k": 50}).json()[
         "neighbours"
     ]
@@ -148,7 +149,7 @@ def test_similar_users_only_returns_the_callers_tenant(trained_api: Api) -> None
     theirs = api.call(
         "POST", "/v1/similar-users", tenant="shop", json={"user_id": "carol", "k": 5}
     ).json()
-    assert theirs["neighbours"] == []
+    assert [n["user_id"] for n in theirs["neighbours"]] == ["dave"]
 
 
 def test_serve_refuses_no_auth_beyond_loopback() -> None:
