@@ -23,6 +23,11 @@ FAST_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
+#: backends whose reward reads the prompt under the default config (pal: variant B; vpl: use_prompt)
+#: but whose class does not declare ``reads_prompt`` yet: the suite checks their prompt dependence too.
+READS_PROMPT: dict[str, bool] = {"pal": True, "vpl": True}
+
+
 def fast_config(name: str, cls: type) -> dict[str, Any] | None:
     """Short-training options for ``name``, or None when neither this file nor the class has any."""
     if name in FAST_CONFIG:
@@ -52,7 +57,9 @@ def conformance_run(name: str) -> ConformanceRun:
     """One fitted model per backend, shared by its checks."""
     if name not in _runs:
         cls = get_plugin_manager().get("backends", name)
-        _runs[name] = ConformanceRun(cls, fast_config(name, cls) or {})
+        _runs[name] = ConformanceRun(
+            cls, fast_config(name, cls) or {}, None, READS_PROMPT.get(name)
+        )
     return _runs[name]
 
 
@@ -133,3 +140,75 @@ def test_failure_is_an_assertion_naming_the_backend() -> None:
     with pytest.raises(ConformanceFailure, match=r"^\[bt\] contract"):
         run.check_contract()
     assert issubclass(ConformanceFailure, AssertionError)
+
+
+# -- prompt dependence and opposite users ---------------------------------------------------------
+
+
+def _hier() -> type:
+    return get_plugin_manager().get("backends", "hier")
+
+
+def test_catches_a_backend_that_claims_to_read_the_prompt_and_ignores_it() -> None:
+    class Deaf(_bt()):  # type: ignore[misc,valid-type]
+        reads_prompt = True
+
+    failed = _failures(Deaf, ("prompt_dependence",))
+    assert "the reward ignores the prompt" in failed["prompt_dependence"]
+
+
+def test_catches_a_backend_that_reads_the_prompt_the_wrong_way() -> None:
+    class Misread(_bt()):  # type: ignore[misc,valid-type]
+        reads_prompt = True
+
+        def _reward(self, vectors, prompt, items):
+            # the prompt moves the scores, but along a feature unrelated to the true topic term
+            return super()._reward(vectors, prompt, items) + 3.0 * prompt[:, 0] * items[:, 0]
+
+    failed = _failures(Misread, ("prompt_dependence",))
+    assert "unlike the true reward's" in failed["prompt_dependence"]
+
+
+def test_catches_a_batch_scored_under_its_first_prompt() -> None:
+    class FirstPrompt(_bt()):  # type: ignore[misc,valid-type]
+        def _reward(self, vectors, prompt, items):
+            return super()._reward(vectors, prompt, items) + prompt[0, 0] * items[:, 0]
+
+    failed = _failures(FirstPrompt, ("scores",))
+    assert "different prompts" in failed["scores"]
+
+
+def test_prompt_population_has_a_known_answer_a_prompt_reader_reaches() -> None:
+    """The topic term is in the labels: the true reward of one user changes with the topic."""
+    run = ConformanceRun(_bt(), FAST_CONFIG["bt"], reads_prompt=True)
+    pop, data = run.split.population, run.split.train
+    topic = pop.topic(data.prompt)
+    assert set(np.unique(topic)) == {-1.0, 1.0}
+    u, items = data.user_ids[0], data.chosen[:20]
+    plus, minus = data.prompt[topic > 0][0], data.prompt[topic < 0][0]
+    change = pop.true_reward(u, plus, items) - pop.true_reward(u, minus, items)
+    assert np.abs(change).mean() > 0.5
+
+
+def test_catches_onboarding_that_returns_the_prior() -> None:
+    class Prior(_hier()):  # type: ignore[misc,valid-type]
+        def _embed_user(self, data):
+            return self.prior()
+
+    report = run_conformance(Prior, {}, checks=("opposite_users",))
+    assert "opposite_users" in report.failed, report
+    assert "each got their own preferred response" in report.failed["opposite_users"]
+
+
+def test_catches_opposite_users_whose_vectors_differ_but_preferences_agree() -> None:
+    """What the old check accepted: two users' vectors differ, their preferences do not."""
+
+    class Nudged(_hier()):  # type: ignore[misc,valid-type]
+        def _embed_user(self, data):
+            state = self.prior()
+            bump = 1e-3 * float(np.tanh(data.chosen.sum() - data.rejected.sum()))
+            return type(state)(vector=state.vector + bump)
+
+    report = run_conformance(Nudged, {}, checks=("opposite_users",))
+    assert report.metrics["opposite_agreement"] < 0.1, report
+    assert "opposite_users" in report.failed

@@ -66,9 +66,11 @@ def test_scaffolded_plugin_passes_its_own_tests(tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = proc.stdout.strip().splitlines()[-1]
-    # the conformance checks (user_sensitivity among them) pass; the entry-point check is skipped:
-    # the scaffold is not installed here
-    assert "9 passed" in summary and "1 skipped" in summary, summary
+    # every conformance check (user_sensitivity, prompt_dependence, opposite_users among them)
+    # passes; the entry-point check is skipped: the scaffold is not installed here
+    from persona_engine.testing.backend_checks import CHECKS
+
+    assert f"{len(CHECKS)} passed" in summary and "1 skipped" in summary, summary
 
     again = CliRunner().invoke(cli, ["plugin", "new", "tiny-rank", "--dir", str(tmp_path)])
     assert again.exit_code == 1 and "already exists" in again.output

@@ -106,3 +106,13 @@ def test_importing_the_pytest_plugin_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_conformance_fixture_is_a_classmethod():
+    """pytest 9.1 deprecates a class-scoped fixture defined as an instance method (pytest 10 drops
+    it: the plugin authors' suites would break); the pytest installed here may predate the
+    warning, so the definition itself is checked."""
+    from persona_engine.testing.conformance import BackendConformance
+
+    fixture = BackendConformance.__dict__["conformance"]
+    assert isinstance(fixture.__wrapped__, classmethod)

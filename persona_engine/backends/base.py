@@ -45,6 +45,9 @@ class RewardBackend(ABC):
     plugin: ClassVar[str] = ""
     #: False for population-only models (bt): embed_user returns an empty vector.
     personalized: ClassVar[bool] = True
+    #: True when the reward reads the prompt, r_u(x, y), under the default config (PAL-B); the
+    #: conformance suite then checks that the scores follow the prompt where the data says they should.
+    reads_prompt: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, **overrides: Any):
         self.config = make_config(self.Config, config, **overrides)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import InvalidInputError
+from ..extras import require
 from . import cli
 from .common import echo_json, get_engine
 
@@ -98,6 +99,8 @@ def train(
         if finetune_options
         else None
     )
+    if finetune is not None:
+        require("peft", "finetune", "persona train --finetune")
     rec = get_engine().train(
         backend,
         config,

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..errors import InvalidInputError
+from ..extras import require
 from . import cli
 from .common import echo_json, get_engine
 
@@ -122,6 +123,7 @@ def profile_update(users: tuple[str, ...], model: str | None) -> None:
 )
 def profile_index(model: str | None, rebuild: bool, recall_queries: int) -> None:
     """Show the similar-user index of the model (kind, size, memory)."""
+    require("faiss", "cpu", "persona profile index")
     engine = get_engine()
     index = engine.profile_index(model, refresh=rebuild)
     out = {
@@ -145,6 +147,7 @@ def profile_index(model: str | None, rebuild: bool, recall_queries: int) -> None
 @click.option("--model", default=None, help="Model id or backend name (default: the active model).")
 def similar(user: str, k: int, model: str | None) -> None:
     """The users nearest to USER in the model's space."""
+    require("faiss", "cpu", "persona similar")
     for s in get_engine().similar_users(user, k, model=model):
         click.echo(f"{s.distance:.4f}\t{s.user_id}")
 

@@ -52,8 +52,10 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve the engine over HTTP (API keys: `persona keys create`; docs at /docs)."""
-    import uvicorn
+    from ..extras import require
 
+    uvicorn = require("uvicorn", "serve", "persona serve")
+    require("fastapi", "serve", "persona serve")
     from ..service.app import create_app
     from ..service.config import LOOPBACK_HOSTS, ServiceConfig
 

@@ -19,15 +19,9 @@ _RUNTIMES: dict[str, FaissRuntime] = {}
 
 def import_faiss() -> Any:
     """The faiss module, or a clear error naming the extra to install."""
-    try:
-        import faiss
-    except ImportError as e:  # pragma: no cover - faiss is in the cpu extra
-        raise PersonaEngineError(
-            "similar-user search needs faiss: pip install 'persona-engine[cpu]' (or [gpu] on a CUDA machine)",
-            code="missing_dependency",
-            status=500,
-        ) from e
-    return faiss
+    from ..extras import require
+
+    return require("faiss", "cpu", "similar-user search")
 
 
 @dataclass

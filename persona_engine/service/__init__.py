@@ -12,6 +12,9 @@ __all__ = ["create_app", "ServiceConfig"]
 
 def __getattr__(name: str) -> Any:
     if name == "create_app":
+        from ..extras import require
+
+        require("fastapi", "serve", "the HTTP service")
         from .app import create_app
 
         return create_app

@@ -9,6 +9,7 @@ is known (:func:`persona_engine.testing.synthetic_population`) and checks the co
                         held-out pairs, for training users and for users onboarded from a few
                         shots; a non-personalized one beats chance when users share a direction
 ``scores``              ``reward`` gives finite float32 scores of the right shape, equal to ``reward_batch``
+                        and to scoring each row alone, on rows with different prompts
 ``onboarding_frozen``   ``embed_user`` leaves the shared parameters (``state_dict``) and the
                         training users' vectors untouched
 ``save_load``           a saved and re-loaded model gives identical scores, config and users
@@ -22,6 +23,12 @@ is known (:func:`persona_engine.testing.synthetic_population`) and checks the co
                         comparisons (relative swap sensitivity, see :func:`swap_sensitivity`);
                         a backend whose reward ignores the user vector (VPL's posterior collapse)
                         scores 0
+``prompt_dependence``   a backend that declares ``reads_prompt`` scores the same responses
+                        differently under prompts of the two topics the population tells apart,
+                        the way the true reward does (:func:`.preference_checks.prompt_correlation`)
+``opposite_users``      two users of opposite groups, onboarded from their shots, are each given
+                        their own preferred response on the pairs they truly disagree about, which
+                        is the other's dispreferred (:func:`.preference_checks.opposite_agreement`)
 
 Each ``check_*`` method raises :class:`ConformanceFailure` (an AssertionError) with a message that
 names the backend. :func:`run_conformance` runs them all and returns a report.
@@ -43,6 +50,7 @@ from ..backends.data import PreferenceData
 from ..config import PluginConfig
 from ..errors import InvalidInputError, NoModelError, UnknownUserError
 from .conformance_population import ConformanceSettings, Split, conformance_split
+from .preference_checks import opposite_agreement, prompt_correlation
 
 CHECKS = (
     "contract",
@@ -54,6 +62,8 @@ CHECKS = (
     "bad_inputs",
     "determinism",
     "user_sensitivity",
+    "prompt_dependence",
+    "opposite_users",
 )
 
 
@@ -143,6 +153,8 @@ class ConformanceRun:
     :param backend_cls: a subclass of RewardBackend.
     :param config: options passed to the backend (keep training short: the suite fits twice).
     :param settings: population size and pass marks.
+    :param reads_prompt: whether the backend's reward reads the prompt under ``config``; by
+        default its class attribute ``reads_prompt``.
     """
 
     def __init__(
@@ -150,8 +162,14 @@ class ConformanceRun:
         backend_cls: type,
         config: dict[str, Any] | None = None,
         settings: ConformanceSettings | None = None,
+        reads_prompt: bool | None = None,
     ):
         self.cls = backend_cls
+        self.reads_prompt = (
+            bool(getattr(backend_cls, "reads_prompt", False))
+            if reads_prompt is None
+            else reads_prompt
+        )
         self.config = dict(config or {})
         self.s = settings or ConformanceSettings()
         self.label = getattr(backend_cls, "name", "") or getattr(
@@ -169,7 +187,9 @@ class ConformanceRun:
     @property
     def split(self) -> Split:
         if self._split is None:
-            self._split = conformance_split(self.s, personalized=self.personalized)
+            self._split = conformance_split(
+                self.s, personalized=self.personalized, reads_prompt=self.reads_prompt
+            )
         return self._split
 
     def new(self) -> RewardBackend:
@@ -308,6 +328,17 @@ class ConformanceRun:
         batch = model.reward_batch(vecs, np.broadcast_to(d.prompt[0], d.prompt.shape), d.chosen)
         if not np.allclose(scores, batch, atol=self.s.score_atol, rtol=self.s.score_rtol):
             raise self.fail(c, "reward and reward_batch disagree on the same rows")
+        # rows with their own prompts: a batch must score each row under that row's prompt
+        rows = model.reward_batch(vecs, d.prompt, d.chosen)
+        alone = np.concatenate(
+            [model.reward(state, d.prompt[i], d.chosen[i : i + 1]) for i in range(len(d))]
+        )
+        if not np.allclose(rows, alone, atol=self.s.score_atol, rtol=self.s.score_rtol):
+            raise self.fail(
+                c,
+                "reward_batch on rows with different prompts differs from scoring each row alone "
+                "under its own prompt",
+            )
         one = model.reward(state, d.prompt[0], d.chosen[:1])
         if not np.allclose(one, scores[:1], atol=self.s.score_atol, rtol=self.s.score_rtol):
             raise self.fail(c, "an item's score depends on the other candidates scored with it")
@@ -355,15 +386,6 @@ class ConformanceRun:
             first.vector, again.vector, atol=self.s.score_atol, rtol=self.s.score_rtol
         ):
             raise self.fail(c, "onboarding the same comparisons twice gave different vectors")
-        if self.personalized and len(shots) >= 2:
-            groups = [self.split.groups[d.user_ids[0]] for d in shots]
-            if len(set(groups)) > 1:
-                vecs = [model.embed_user(d).vector for d in shots]
-                a, b = groups.index(0), groups.index(1)
-                if np.allclose(vecs[a], vecs[b]):
-                    raise self.fail(
-                        c, "users with opposite tastes were onboarded to the same vector"
-                    )
 
     def check_save_load(self) -> None:
         c, model = "save_load", self.model
@@ -526,6 +548,61 @@ class ConformanceRun:
                 f"{absolute:.3g} on average ({relative:.3f} of a margin, below "
                 f"{self.s.min_swap_sensitivity}) on two groups with opposite tastes: the reward "
                 "ignores the user (posterior collapse, for a latent-variable model)",
+            )
+
+    def check_prompt_dependence(self) -> None:
+        c, model, split = "prompt_dependence", self.model, self.split
+        if not self.reads_prompt:
+            return
+        states = {u: model.user_state(u) for u in split.seen_test}
+        correlation, change = prompt_correlation(
+            model, split.population, states, split.seen_test, split.train
+        )
+        self.metrics["prompt_correlation"] = correlation
+        self.metrics["prompt_change"] = change
+        if change <= self.s.score_atol:
+            raise self.fail(
+                c,
+                "the backend declares reads_prompt, but it scores the same responses alike under "
+                "prompts of two topics that the population tells apart: the reward ignores the prompt",
+            )
+        if correlation < self.s.min_prompt_correlation:
+            raise self.fail(
+                c,
+                f"from a prompt of one topic to one of the other, the scores of the same responses "
+                f"change unlike the true reward's (correlation {correlation:.3f} < "
+                f"{self.s.min_prompt_correlation})",
+            )
+
+    def check_opposite_users(self) -> None:
+        c, model, split = "opposite_users", self.model, self.split
+        if not self.personalized:
+            return
+        states = {u: model.embed_user(d) for u, d in split.unseen_shots.items()}
+        ids = {g: [u for u in states if split.groups[u] == g] for g in (0, 1)}
+        if not (ids[0] and ids[1]):
+            raise self.fail(c, "the population has no unseen users of both groups (settings)")
+        shares, sizes = [], []
+        for a in ids[0]:
+            for b in ids[1]:
+                for u in (a, b):
+                    share, n = opposite_agreement(
+                        model,
+                        split.population,
+                        (a, states[a]),
+                        (b, states[b]),
+                        split.unseen_test[u],
+                    )
+                    shares.append(share * n)
+                    sizes.append(n)
+        agreement = float(np.sum(shares) / max(np.sum(sizes), 1))
+        self.metrics["opposite_agreement"] = agreement
+        if agreement < self.s.min_opposite_agreement:
+            raise self.fail(
+                c,
+                f"on the pairs two onboarded users of opposite groups truly disagree about, each "
+                f"got their own preferred response (the other's dispreferred) on {agreement:.3f} "
+                f"of them (< {self.s.min_opposite_agreement})",
             )
 
     def run(self, check: str) -> None:

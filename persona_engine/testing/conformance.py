@@ -50,12 +50,15 @@ class BackendConformance:
     :cvar config: options for the backend, e.g. fewer epochs; nested configs (such as
         ``training``) are replaced as a whole.
     :cvar settings: a :class:`ConformanceSettings` to change the population or the pass marks.
+    :cvar reads_prompt: whether the reward reads the prompt under ``config`` (checked by
+        ``test_prompt_dependence``); None takes the backend class's ``reads_prompt``.
     """
 
     backend_name: ClassVar[str] = ""
     backend_class: ClassVar[type | None] = None
     config: ClassVar[dict[str, Any]] = {}
     settings: ClassVar[ConformanceSettings | None] = None
+    reads_prompt: ClassVar[bool | None] = None
 
     @classmethod
     def resolve_backend(cls) -> type:
@@ -67,10 +70,15 @@ class BackendConformance:
 
         return get_backend(cls.backend_name)
 
+    # a classmethod: pytest runs a class-scoped fixture once for the class, so it must not be an
+    # instance method (deprecated in pytest 9.1, an error in pytest 10)
     @pytest.fixture(scope="class")
-    def conformance(self) -> ConformanceRun:
+    @classmethod
+    def conformance(cls) -> ConformanceRun:
         """The backend under test, fitted once for all the checks of this class."""
-        return ConformanceRun(type(self).resolve_backend(), dict(self.config), self.settings)
+        return ConformanceRun(
+            cls.resolve_backend(), dict(cls.config), cls.settings, cls.reads_prompt
+        )
 
     def test_contract(self, conformance: ConformanceRun) -> None:
         conformance.check_contract()
@@ -98,3 +106,9 @@ class BackendConformance:
 
     def test_user_sensitivity(self, conformance: ConformanceRun) -> None:
         conformance.check_user_sensitivity()
+
+    def test_prompt_dependence(self, conformance: ConformanceRun) -> None:
+        conformance.check_prompt_dependence()
+
+    def test_opposite_users(self, conformance: ConformanceRun) -> None:
+        conformance.check_opposite_users()

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_engine.errors import NoModelError, PersonaEngineError
+from persona_engine.extras import require
 
 from .config import ModelConfig
 
@@ -40,7 +41,7 @@ def load_pipeline_backbone(
 ) -> tuple[Any, dict[str, Any]]:
     """The UNet, VAE, text encoder and tokenizer of a local diffusers pipeline directory, and its
     scheduler's configuration. Loads with ``local_files_only``: nothing is downloaded."""
-    from diffusers import DiffusionPipeline
+    DiffusionPipeline = require("diffusers", "images", "PPD image generation").DiffusionPipeline
 
     from .model import PipelineBackbone
 

@@ -8,6 +8,12 @@ from pathlib import Path
 import click
 
 from persona_engine.errors import InvalidInputError
+from persona_engine.extras import require
+
+
+def _require_images(command: str) -> None:
+    """Fail on a missing ``images`` extra before touching the store or training anything."""
+    require("diffusers", "images", f"persona ppd {command}")
 
 
 @click.group()
@@ -32,6 +38,7 @@ def ppd() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def train_synthetic_cmd(config_file: Path | None, threads: int, quiet: bool) -> None:
     """Train the default tiny PPD model on the synthetic shapes task and register it as ppd-vN."""
+    _require_images("train-synthetic")
     import torch
 
     from persona_engine.cli.common import get_engine
@@ -65,6 +72,7 @@ def train_synthetic_cmd(config_file: Path | None, threads: int, quiet: bool) -> 
 @click.option("--model", default="", help="PPD model id or directory (default: the newest).")
 def onboard_cmd(user: str, file: Path, model: str) -> None:
     """Embed USER from image pairs in FILE (JSON Lines: prompt, chosen and rejected image paths)."""
+    _require_images("onboard")
     from persona_engine.cli.common import get_engine
     from persona_engine.ingest import iter_jsonl
 
@@ -104,6 +112,7 @@ def generate_cmd(
     model: str,
 ) -> None:
     """Generate images of PROMPT for USER into --out."""
+    _require_images("generate")
     from persona_engine.cli.common import get_engine
 
     options = {"n_images": n_images, "guidance_scale": guidance, "seed": seed}

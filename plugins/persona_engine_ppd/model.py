@@ -26,13 +26,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from persona_engine.errors import InvalidInputError
+from persona_engine.extras import require
 
 from .config import AdapterConfig, TinyUNetConfig
 
 
 def build_tiny_unet(cfg: TinyUNetConfig) -> nn.Module:
     """A small pixel-space ``UNet2DConditionModel``: two resolutions, cross-attention at the lower."""
-    from diffusers import UNet2DConditionModel
+    UNet2DConditionModel = require(
+        "diffusers", "images", "PPD image generation"
+    ).UNet2DConditionModel
 
     return UNet2DConditionModel(
         sample_size=cfg.image_size,
@@ -241,7 +244,9 @@ class UserAttnProcessor:
 
 def cross_attention_layers(unet: nn.Module) -> dict[str, nn.Module]:
     """Every cross-attention ``Attention`` module of a UNet, by module name."""
-    from diffusers.models.attention_processor import Attention
+    Attention = require(
+        "diffusers.models.attention_processor", "images", "PPD image generation"
+    ).Attention
 
     layers = {
         name: m

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from persona_engine.errors import InvalidInputError
+from persona_engine.extras import require
 
 
 def interpolate_users(u_a: np.ndarray, u_b: np.ndarray, alpha: float) -> np.ndarray:
@@ -58,7 +59,7 @@ def sample_images(
 ) -> torch.Tensor:
     """Images (n, 3, H, W) in [0, 1] for ``prompts`` and per-sample user embeddings ``users``
     ((n, D); None: the base model)."""
-    from diffusers import DDIMScheduler
+    DDIMScheduler = require("diffusers", "images", "PPD image generation").DDIMScheduler
 
     n = len(prompts)
     if n == 0:

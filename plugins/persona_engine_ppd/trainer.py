@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from persona_engine.extras import require
 from persona_engine.progress import progress_bar
 from persona_engine.training import seed_everything
 
@@ -226,7 +227,7 @@ def train_image_encoder(
 
 
 def _noise_scheduler(model: Any) -> Any:
-    from diffusers import DDPMScheduler
+    DDPMScheduler = require("diffusers", "images", "PPD image generation").DDPMScheduler
 
     return DDPMScheduler.from_config(model.scheduler_config)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from persona_engine.config import TrainingConfig
 from persona_engine.errors import InvalidInputError
+from persona_engine.extras import require
 from persona_engine.losses import preference_targets
 from persona_engine.training import fit_module, resolve_device, seed_everything
 
@@ -31,12 +32,7 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json", "finetune.j
 
 def require_peft() -> None:
     """LoRA needs ``peft`` (the ``finetune`` extra); say how to get it."""
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        raise InvalidInputError(
-            "LoRA fine-tuning needs the peft package: pip install 'persona-engine[finetune]'"
-        ) from None
+    require("peft", "finetune", "LoRA fine-tuning")
 
 
 def _pairs(encoder: HFEncoder, comparisons: Sequence[Any], cfg: LoRAConfig) -> list[Any]:
