@@ -23,11 +23,6 @@ FAST_CONFIG: dict[str, dict[str, Any]] = {
 }
 
 
-#: backends whose reward reads the prompt under the default config (pal: variant B; vpl: use_prompt)
-#: but whose class does not declare ``reads_prompt`` yet: the suite checks their prompt dependence too.
-READS_PROMPT: dict[str, bool] = {"pal": True, "vpl": True}
-
-
 def fast_config(name: str, cls: type) -> dict[str, Any] | None:
     """Short-training options for ``name``, or None when neither this file nor the class has any."""
     if name in FAST_CONFIG:
@@ -57,9 +52,7 @@ def conformance_run(name: str) -> ConformanceRun:
     """One fitted model per backend, shared by its checks."""
     if name not in _runs:
         cls = get_plugin_manager().get("backends", name)
-        _runs[name] = ConformanceRun(
-            cls, fast_config(name, cls) or {}, None, READS_PROMPT.get(name)
-        )
+        _runs[name] = ConformanceRun(cls, fast_config(name, cls) or {}, None)
     return _runs[name]
 
 

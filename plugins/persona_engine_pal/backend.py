@@ -54,6 +54,8 @@ def _column_standardizer(x: np.ndarray) -> Standardizer:
 
 class PALBackend(RewardBackend):
     name = "pal"
+    #: variant B (the default) mixes the prototypes by prompt (variant A, or use_prompt=false, does not).
+    reads_prompt = True
     Config = PALConfig
     config: PALConfig
     #: options for the conformance suite (persona_engine.testing): the defaults are fast enough

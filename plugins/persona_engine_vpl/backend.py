@@ -74,6 +74,8 @@ def _one_row(x: np.ndarray) -> bool:
 
 class VPLBackend(RewardBackend):
     name = "vpl"
+    #: the pair encoder and the reward read the prompt by default (use_prompt) (variant A, or use_prompt=false, does not).
+    reads_prompt = True
     Config = VPLConfig
     config: VPLConfig
     #: options for the conformance suite (persona_engine.testing): the defaults are fast enough
