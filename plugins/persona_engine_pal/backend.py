@@ -54,7 +54,7 @@ def _column_standardizer(x: np.ndarray) -> Standardizer:
 
 class PALBackend(RewardBackend):
     name = "pal"
-    #: variant B (the default) mixes the prototypes by prompt (variant A, or use_prompt=false, does not).
+    #: variant B (the default) mixes the prototypes by prompt; variant A does not.
     reads_prompt = True
     Config = PALConfig
     config: PALConfig

@@ -74,7 +74,7 @@ def _one_row(x: np.ndarray) -> bool:
 
 class VPLBackend(RewardBackend):
     name = "vpl"
-    #: the pair encoder and the reward read the prompt by default (use_prompt) (variant A, or use_prompt=false, does not).
+    #: the pair encoder and the reward read the prompt by default (use_prompt=false: they do not).
     reads_prompt = True
     Config = VPLConfig
     config: VPLConfig
