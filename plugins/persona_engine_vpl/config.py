@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from persona_engine.config import PluginConfig, TrainingConfig
+from persona_engine.errors import InvalidInputError
 
 
 class VPLConfig(PluginConfig):
@@ -125,7 +126,7 @@ class VPLConfig(PluginConfig):
     def from_preset(cls, name: str, **overrides: object) -> VPLConfig:
         """The options of preset ``name`` (:data:`PRESETS`) with ``overrides`` on top."""
         if name not in PRESETS:
-            raise ValueError(f"unknown vpl preset {name!r}; known: {sorted(PRESETS)}")
+            raise InvalidInputError(f"unknown vpl preset {name!r}; known: {sorted(PRESETS)}")
         return cls.model_validate({**PRESETS[name], **overrides})
 
 

@@ -250,5 +250,5 @@ def test_presets_name_the_published_and_swap_configurations():
     assert VPLConfig.from_preset("swap", latent_dim=8).swap_weight == 1.0
     assert VPLConfig.from_preset("default") == VPLConfig()
     assert set(PRESETS) >= {"default", "published", "swap", "wide_swap"}
-    with pytest.raises(ValueError, match="unknown vpl preset"):
+    with pytest.raises(InvalidInputError, match="unknown vpl preset"):
         VPLConfig.from_preset("nope")
