@@ -10,8 +10,11 @@ if TYPE_CHECKING:
     import torch
 
 
-def preference_targets(strength: np.ndarray, tie: np.ndarray | None = None) -> np.ndarray:
-    """P(chosen beats rejected) to fit: 0.5 + strength/2 (1.0 for a sure preference), 0.5 for a tie."""
+def preference_targets(strength: np.ndarray | None, tie: np.ndarray | None = None) -> np.ndarray:
+    """P(chosen beats rejected) to fit: 0.5 + strength/2 (1.0 for a sure preference), 0.5 for a
+    tie; no strengths at all (``None``) means sure preferences."""
+    if strength is None:
+        raise ValueError("preference_targets needs the strengths (PreferenceData sets them)")
     target = 0.5 + 0.5 * np.asarray(strength, dtype=np.float32)
     if tie is not None:
         target = np.where(np.asarray(tie, dtype=bool), 0.5, target)

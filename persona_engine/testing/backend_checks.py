@@ -159,7 +159,7 @@ class ConformanceRun:
 
     def __init__(
         self,
-        backend_cls: type,
+        backend_cls: type[RewardBackend],
         config: dict[str, Any] | None = None,
         settings: ConformanceSettings | None = None,
         reads_prompt: bool | None = None,

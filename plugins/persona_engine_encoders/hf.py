@@ -413,12 +413,12 @@ class HFEncoder(Encoder):
             for s in range(0, len(order), step):
                 chunk = order[s : s + step]
                 pre, pre_mask, lengths, _ = self._prefix_batch([prefix[p] for p in chunk])
-                rows = sorted(
+                pending = sorted(
                     ((k, i) for k, p in enumerate(chunk) for i in groups[p]),
                     key=lambda ki: len(conts[ki[1]][0]),
                 )
-                for b in range(0, len(rows), step):
-                    part = rows[b : b + step]
+                for b in range(0, len(pending), step):
+                    part = pending[b : b + step]
                     feats = self._continuations(
                         pre, pre_mask, lengths, [k for k, _ in part], [conts[i] for _, i in part]
                     )

@@ -105,7 +105,8 @@ def predictive_score(
 ) -> tuple[float, list[np.ndarray | None]]:
     """Mean held-out log-likelihood per comparison, averaged over tasks (each task counts once),
     and each task's dual coefficients (warm starts for the next, similar candidate)."""
-    scores, duals = [], []
+    scores: list[float] = []
+    duals: list[np.ndarray | None] = []
     for (d_shot, t_shot, d_rest, t_rest), start in zip(tasks, starts or [None] * len(tasks)):
         w, a = posterior_mode(d_shot, t_shot, prior, start=start)
         duals.append(a)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -210,7 +211,7 @@ def fit_hierarchical(
         mean_l2, mean = pooled_mean(users, cfg)
     dim = users[0][0].shape[1]
     n_val = int(round(len(users) * cfg.validation_fraction))
-    em_args = {
+    em_args: dict[str, Any] = {
         "rank": cfg.rank,
         "max_iter": cfg.max_iter,
         "tol": cfg.tol,

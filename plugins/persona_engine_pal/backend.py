@@ -213,7 +213,7 @@ class PALBackend(RewardBackend):
                 NumpyProjector.from_state(self._networks, f"prompt_maps.{k}.", act, cfg.residual)
                 for k in range(cfg.n_prototypes)
             ]
-            self._scale = float(min(np.exp(self._networks["logit_scale"]), cfg.logit_scale_max))
+            self._scale = min(float(np.exp(self._networks["logit_scale"])), cfg.logit_scale_max)
 
     def _state(self, w: np.ndarray) -> UserState:
         w = np.asarray(w, dtype=np.float32)

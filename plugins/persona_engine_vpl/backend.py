@@ -250,7 +250,7 @@ class VPLBackend(RewardBackend):
         )
         d = self.dim
         assert d is not None
-        dp = self.prompt_dim if self.config.use_prompt else 0
+        dp = (self.prompt_dim or 0) if self.config.use_prompt else 0
         w_item, w_prompt, w_latent = w1[:, :d], w1[:, d : d + dp], w1[:, d + dp :]
         # fold the standardisation into the first layer: W ((x - m) / s) = (W / s) x - W (m / s)
         self._w_item = (w_item / self.scaler.std).T.astype(np.float32)
