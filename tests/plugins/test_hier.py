@@ -52,8 +52,14 @@ def test_registered():
 
 def test_tells_opposite_groups_apart(fitted, population, newcomers):
     data = population.data
-    for u in data.user_ids[:6]:
-        assert accuracy(fitted, fitted.user_state(u), data.for_user(u)) > 0.85
+    # seen users, scored on comparisons held out of the fit (not on the rows it was fitted to)
+    rows = data.rows_of_users()
+    train = np.sort(np.concatenate([r[:30] for r in rows.values()]))
+    held = get_backend("hier")({**FAST, "rank": 2})
+    held.fit(data.subset(train))
+    own = [accuracy(held, held.user_state(u), data.subset(rows[u][30:])) for u in data.user_ids]
+    pooled = [accuracy(held, held.prior(), data.subset(rows[u][30:])) for u in data.user_ids]
+    assert np.mean(own) > 0.85 and np.mean(pooled) < 0.7
     # the population mean cannot serve both groups; onboarding from 10 comparisons can
     prior_acc, onboarded_acc = [], []
     for u in newcomers.data.user_ids:
