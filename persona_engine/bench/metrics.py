@@ -151,7 +151,46 @@ def summarize(per_seed: Sequence[UserCounts], *, seed: int = 0) -> dict[str, Any
         "per_seed": {"per_user": per_user, "pooled": pooled},
         "users": [len(c.users) for c in per_seed],
         "comparisons": [c.n for c in per_seed],
+        # every user's hits and test pairs per seed, so two runs on the same seeds (another
+        # encoder, another option) can be compared user by user: :func:`paired_runs`
+        "user_hits": [
+            {u: [float(h), float(t)] for u, h, t in zip(c.users, c.hits, c.total)} for c in per_seed
+        ],
     }
+
+
+def counts_from_json(user_hits: Sequence[dict[str, list[float]]]) -> list[UserCounts]:
+    """The per-seed :class:`UserCounts` kept in a result document's ``user_hits``."""
+    return [
+        UserCounts(
+            list(seed),
+            np.array([v[0] for v in seed.values()], dtype=float),
+            np.array([v[1] for v in seed.values()], dtype=float),
+        )
+        for seed in user_hits
+    ]
+
+
+def paired_runs(
+    a: Sequence[dict[str, list[float]]],
+    b: Sequence[dict[str, list[float]]],
+    *,
+    seed: int = 0,
+) -> dict[str, Any] | None:
+    """Per-user ``a - b`` between two runs' ``user_hits`` (the same seeds), on the users both
+    scored, with the paired two-stage bootstrap interval of :func:`paired_difference`."""
+    if len(a) != len(b):
+        raise ValueError("paired runs need the same number of seeds")
+    left, right = [], []
+    for ca, cb in zip(counts_from_json(a), counts_from_json(b)):
+        common = [u for u in ca.users if u in set(cb.users)]
+        ia = {u: i for i, u in enumerate(ca.users)}
+        ib = {u: i for i, u in enumerate(cb.users)}
+        pick_a = [ia[u] for u in common]
+        pick_b = [ib[u] for u in common]
+        left.append(UserCounts(common, ca.hits[pick_a], ca.total[pick_a]))
+        right.append(UserCounts(common, cb.hits[pick_b], cb.total[pick_b]))
+    return paired_difference(left, right, seed=seed)
 
 
 def paired_user_differences(a: UserCounts, b: UserCounts) -> np.ndarray:

@@ -426,3 +426,23 @@ def test_cli(tiny_jsonl, tmp_path):
         ],
     )
     assert bad.exit_code == 1 and "unknown backend 'nope'" in bad.output
+
+
+def test_two_runs_compare_user_by_user_from_their_json():
+    """A result's ``user_hits`` let two runs on the same seeds (e.g. two encoders) be compared
+    per user: the paired interval is narrow where the unpaired one would not be."""
+    from persona_engine.bench.metrics import UserCounts, paired_runs, summarize
+
+    rng = np.random.default_rng(0)
+    users = [f"u{i}" for i in range(40)]
+    base = rng.uniform(0.3, 0.9, size=40)  # users differ a lot; run b is run a plus 0.1 each
+    a = [UserCounts(users, np.round(base * 10), np.full(40, 10.0)) for _ in range(2)]
+    b = [UserCounts(users, np.round(base * 10) + 1, np.full(40, 10.0)) for _ in range(2)]
+    ja, jb = (json.loads(json.dumps(summarize(x))) for x in (a, b))
+    got = paired_runs(jb["user_hits"], ja["user_hits"])
+    assert got is not None
+    assert got["diff"] == pytest.approx(0.1)
+    assert got["ci95"] == pytest.approx([0.1, 0.1])
+    # users only one run scored are left out of the pairing
+    jb["user_hits"][0]["extra"] = [5.0, 10.0]
+    assert paired_runs(jb["user_hits"], ja["user_hits"])["diff"] == pytest.approx(0.1)
