@@ -47,6 +47,7 @@ import numpy as np
 
 from ..backends.base import RewardBackend, UserState
 from ..backends.data import PreferenceData
+from ..backends.sensitivity import swap_sensitivity as margin_swap_sensitivity
 from ..config import PluginConfig
 from ..errors import InvalidInputError, NoModelError, UnknownUserError
 from .conformance_population import ConformanceSettings, Split, conformance_split
@@ -98,25 +99,10 @@ def swap_sensitivity(
     comparisons: dict[str, PreferenceData],
     seed: int = 0,
 ) -> tuple[float, float]:
-    """``(absolute, relative)`` swap sensitivity: the mean over users ``u`` of the mean absolute
-    change of ``u``'s reward margins ``r(chosen) - r(rejected)`` on ``comparisons[u]`` when
-    ``states[u]`` is replaced by the state of another user (a random derangement); ``relative``
-    divides by the mean ``|margin|`` under the users' own states (at least 1). 0 means the reward
-    ignores the user."""
-    users = [u for u in comparisons if u in states and len(comparisons[u])]
-    if len(users) < 2:
-        return 0.0, 0.0
-    order = np.random.default_rng(seed).permutation(len(users))
-    partner = np.empty(len(users), dtype=np.int64)
-    partner[order] = np.roll(order, -1)  # one cycle: nobody keeps their own state
-    change, size = [], []
-    for i, u in enumerate(users):
-        own = backend.preference_logits(states[u], comparisons[u])
-        other = backend.preference_logits(states[users[partner[i]]], comparisons[u])
-        change.append(float(np.mean(np.abs(own - other))))
-        size.append(float(np.mean(np.abs(own))))
-    absolute = float(np.mean(change))
-    return absolute, absolute / max(float(np.mean(size)), 1.0)
+    """``(absolute, relative)`` swap sensitivity of ``backend``'s reward margins
+    (:func:`persona_engine.backends.sensitivity.swap_sensitivity`); 0 means the reward ignores
+    the user."""
+    return margin_swap_sensitivity(backend.preference_logits, states, comparisons, seed=seed)
 
 
 def _expect_error(

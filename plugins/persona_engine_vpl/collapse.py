@@ -20,43 +20,6 @@ about 1 (half the swaps flip the margin), a collapsed one near 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from persona_engine.backends.sensitivity import Margins, derangement, swap_sensitivity
 
-import numpy as np
-
-from persona_engine.backends import PreferenceData, UserState
-
-
-def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
-    """A random permutation of ``range(n)`` with no fixed point (one cycle through a shuffle)."""
-    order = rng.permutation(n)
-    partner = np.empty(n, dtype=np.int64)
-    partner[order] = np.roll(order, -1)
-    return partner
-
-
-Margins = Callable[[UserState, PreferenceData], np.ndarray]
-
-
-def swap_sensitivity(
-    margins: Margins,
-    states: dict[str, UserState],
-    comparisons: dict[str, PreferenceData],
-    seed: int = 0,
-) -> tuple[float, float]:
-    """``(swap_sensitivity, relative)`` (see the module docstring): user ``u``'s margins
-    ``margins(state, data)`` (e.g. a fitted backend's ``preference_logits``) on ``comparisons[u]``
-    under ``states[u]`` against under another user's state.
-    Users missing from either mapping are skipped; fewer than two users give ``(0.0, 0.0)``."""
-    users = [u for u in comparisons if u in states and len(comparisons[u])]
-    if len(users) < 2:
-        return 0.0, 0.0
-    partner = derangement(len(users), np.random.default_rng(seed))
-    change, size = [], []
-    for i, u in enumerate(users):
-        own = margins(states[u], comparisons[u])
-        swapped = margins(states[users[partner[i]]], comparisons[u])
-        change.append(float(np.mean(np.abs(own - swapped))))
-        size.append(float(np.mean(np.abs(own))))
-    absolute = float(np.mean(change))
-    return absolute, absolute / max(float(np.mean(size)), 1.0)
+__all__ = ["Margins", "derangement", "swap_sensitivity"]
