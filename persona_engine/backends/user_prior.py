@@ -30,11 +30,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from .data import PreferenceData
+
+#: the type of a backend's ``onboard_prior_scale`` option: a positive multiplier, or "auto"
+PriorScale = Annotated[float, Field(gt=0)] | Literal["auto"]
+
+
+def prior_scale_field() -> Any:
+    """The ``onboard_prior_scale`` option of a backend with MAP onboarding (``lore``, ``pal``)."""
+    return Field(
+        "auto",
+        description=(
+            "Multiplier c of the covariance S of the population prior used by onboarding='map' "
+            "(below 1 trusts the population more, above 1 the shots). 'auto' chooses c at fit "
+            "time from persona_engine.backends.user_prior.SCALE_GRID by held-out prediction on "
+            "training users (onboard from 1, 5 and 20 shots, score pairs sharing no text with "
+            "them); fit reports the choice as onboard_prior_scale."
+        ),
+    )
+
 
 WEIGHT_FLOOR = 1e-6  # weights below this count as this before the log (a vertex is not -inf)
 RIDGE = 1e-2  # ridge added to S, as a share of its average variance

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
+from persona_engine.backends.user_prior import PriorScale, prior_scale_field
 from persona_engine.config import PluginConfig, TrainingConfig
 
 
@@ -87,16 +88,7 @@ class PALConfig(PluginConfig):
             "1-5 shots exactly and overfits them."
         ),
     )
-    onboard_prior_scale: Annotated[float, Field(gt=0)] | Literal["auto"] = Field(
-        "auto",
-        description=(
-            "Multiplier c of the covariance S of the population prior used by onboarding='map' "
-            "(below 1 trusts the population more, above 1 the shots). 'auto' chooses c at fit "
-            "time from persona_engine.backends.user_prior.SCALE_GRID by held-out prediction on "
-            "training users (onboard from 1, 5 and 20 shots, score pairs sharing no text with "
-            "them); fit reports the choice as onboard_prior_scale."
-        ),
-    )
+    onboard_prior_scale: PriorScale = prior_scale_field()
     onboard_l2: float = Field(
         1e-3,
         ge=0,
