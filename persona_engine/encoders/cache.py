@@ -25,32 +25,45 @@ from .base import Encoder
 DEFAULT_CHUNK = 256
 
 
-def _fill(
+def _cached(
     store: Store,
     encoder: Encoder,
-    cached: dict[tuple[str, str], np.ndarray],
-    missing: Sequence[tuple[str, str]],
+    keys: Sequence[tuple[str, str]],
     encode: Callable[[Sequence[tuple[str, str]]], np.ndarray],
     *,
+    width: int,
     chunk: int,
     unit: str,
     progress: bool,
-) -> None:
-    """Encode the ``missing`` keys chunk by chunk, committing each chunk to the cache (so an
-    interrupted run keeps what it finished) and adding it to ``cached``."""
-    if not missing:
-        return
-    bar = progress_bar(
-        total=len(missing), desc=f"encoding with {encoder.name}", unit=unit, disable=not progress
-    )
-    for i in range(0, len(missing), chunk):
-        part = missing[i : i + chunk]
-        vecs = encode(part)
-        new = {k: vecs[j] for j, k in enumerate(part)}
-        store.put_pair_features(encoder.id, new)
-        cached.update(new)
-        bar.update(len(part))
-    bar.close()
+    group_by_prompt: bool = False,
+) -> np.ndarray:
+    """Features of ``keys`` in order, (len(keys), width): read from the cache, and the missing
+    ones encoded chunk by chunk, each chunk committed before the next (so an interrupted run
+    keeps what it finished). With ``group_by_prompt`` the missing keys are encoded in prompt
+    order, so an encoder that reuses a prompt's computation sees its candidates together."""
+    distinct = list(dict.fromkeys(keys))
+    cached = store.get_pair_features(encoder.id, distinct)
+    missing = [k for k in distinct if k not in cached]
+    if group_by_prompt:
+        missing.sort(key=lambda k: k[0])
+    if missing:
+        bar = progress_bar(
+            total=len(missing),
+            desc=f"encoding with {encoder.name}",
+            unit=unit,
+            disable=not progress,
+        )
+        for i in range(0, len(missing), chunk):
+            part = missing[i : i + chunk]
+            vecs = encode(part)
+            new = {k: vecs[j] for j, k in enumerate(part)}
+            store.put_pair_features(encoder.id, new)
+            cached.update(new)
+            bar.update(len(part))
+        bar.close()
+    if not keys:
+        return np.zeros((0, width), dtype=np.float32)
+    return np.stack([cached[k] for k in keys]).astype(np.float32, copy=False)
 
 
 def encode_cached(
@@ -65,24 +78,17 @@ def encode_cached(
     """Features of ``texts`` on their own (n, encoder.dim), encoding only what is not cached."""
     if hashes is None:
         hashes = [content_hash(t) for t in texts]
-    unique: dict[str, str] = {}
-    for h, t in zip(hashes, texts):
-        unique.setdefault(h, t)
-    keys = [("", h) for h in unique]
-    cached = store.get_pair_features(encoder.id, keys)
-    _fill(
+    text_of = dict(zip(hashes, texts))
+    return _cached(
         store,
         encoder,
-        cached,
-        [k for k in keys if k not in cached],
-        lambda part: encoder.encode([unique[h] for _, h in part]),
+        [("", h) for h in hashes],
+        lambda part: encoder.encode([text_of[h] for _, h in part]),
+        width=encoder.dim,
         chunk=chunk,
         unit="text",
         progress=progress,
     )
-    if not hashes:
-        return np.zeros((0, encoder.dim), dtype=np.float32)
-    return np.stack([cached[("", h)] for h in hashes]).astype(np.float32, copy=False)
 
 
 def pair_features(
@@ -106,23 +112,17 @@ def pair_features(
             progress=progress,
             chunk=chunk or DEFAULT_CHUNK,
         )
-    keys = list(dict.fromkeys(pairs))
-    cached = store.get_pair_features(encoder.id, keys)
-    # grouped by prompt, so an encoder that reuses a prompt's computation sees its candidates together
-    missing = sorted((k for k in keys if k not in cached), key=lambda k: k[0])
-    _fill(
+    return _cached(
         store,
         encoder,
-        cached,
-        missing,
+        pairs,
         lambda part: encoder.encode_pairs([texts[p] for p, _ in part], [texts[r] for _, r in part]),
+        width=encoder.dim,
         chunk=chunk or max(1, int(getattr(encoder.config, "cache_chunk", 64))),
         unit="pair",
         progress=progress,
+        group_by_prompt=True,
     )
-    if not pairs:
-        return np.zeros((0, encoder.dim), dtype=np.float32)
-    return np.stack([cached[k] for k in pairs]).astype(np.float32, copy=False)
 
 
 def prompt_features(
@@ -138,21 +138,16 @@ def prompt_features(
         return encode_cached(
             store, encoder, [texts[h] for h in hashes], hashes=list(hashes), progress=progress
         )
-    keys = [(h, "") for h in dict.fromkeys(hashes)]
-    cached = store.get_pair_features(encoder.id, keys)
-    _fill(
+    return _cached(
         store,
         encoder,
-        cached,
-        [k for k in keys if k not in cached],
+        [(h, "") for h in hashes],
         lambda part: encoder.encode_prompts([texts[p] for p, _ in part]),
+        width=encoder.prompt_dim,
         chunk=DEFAULT_CHUNK,
         unit="prompt",
         progress=progress,
     )
-    if not hashes:
-        return np.zeros((0, encoder.prompt_dim), dtype=np.float32)
-    return np.stack([cached[(h, "")] for h in hashes]).astype(np.float32, copy=False)
 
 
 def comparison_arrays(
