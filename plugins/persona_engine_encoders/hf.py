@@ -113,9 +113,10 @@ class HFEncoder(Encoder):
     def with_score(self) -> bool:
         return self.config.include_score and self.is_reward_model
 
-    @property
+    @cached_property
     def base_model_id(self) -> str:
-        """The base model: its folder name and a digest of its config."""
+        """The base model: its folder name and a digest of its config (read once: the encoder's
+        ``id`` keys every cache lookup on the scoring path)."""
         digest = hashlib.sha256((self.path / "config.json").read_bytes()).hexdigest()[:8]
         return f"{self.path.name}-{digest}"
 
