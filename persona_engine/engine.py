@@ -23,6 +23,7 @@ from .encoders.cache import candidate_features, comparison_arrays, encode_cached
 from .engine_profiles import UserProfilesMixin
 from .errors import InvalidInputError, NoModelError, UnknownUserError
 from .ingest import IngestReport, ingest_jsonl
+from .online import OnlineEvaluator, online_report
 from .paths import user_dir
 from .plugins import PluginManager, get_plugin_manager
 from .retrieval.sync import ProfileIndexes
@@ -35,6 +36,7 @@ from .schemas import (
     utcnow,
 )
 from .store import Store, StoredComparison
+from .store.online import OnlineOutcome
 
 DEFAULT_ENCODER = "minilm"
 
@@ -48,6 +50,8 @@ class Engine(UserProfilesMixin):
     :param encoder_config: options of that encoder.
     :param index: options of the similar-user indexes (:class:`~persona_engine.retrieval.IndexConfig`).
     :param cold_start: options of the cold-start rule (:class:`~persona_engine.coldstart.ColdStartConfig`).
+    :param online_eval: score each new comparison under the active model before storing it
+        (:mod:`persona_engine.online`); default on, ``PERSONA_ENGINE_ONLINE_EVAL=0`` turns it off.
     """
 
     def __init__(
@@ -60,6 +64,7 @@ class Engine(UserProfilesMixin):
         plugins: PluginManager | None = None,
         index: dict[str, Any] | None = None,
         cold_start: ColdStartConfig | dict[str, Any] | None = None,
+        online_eval: bool | None = None,
     ):
         self.home = Path(home) if home is not None else user_dir()
         self.home.mkdir(parents=True, exist_ok=True)
@@ -68,6 +73,7 @@ class Engine(UserProfilesMixin):
         self.encoder_name = encoder
         self.encoder_config = dict(encoder_config or {})
         self._encoders: dict[str, Encoder] = {}
+        self.online = OnlineEvaluator(self, enabled=online_eval)
         self._models: dict[str, RewardBackend] = {}
         self._generators: dict[str, Any] = {}
         self._lock = threading.RLock()
@@ -155,17 +161,31 @@ class Engine(UserProfilesMixin):
         tenant: str = "",
         update_profile: bool = False,
         model: str | None = None,
+        outcomes: Sequence[OnlineOutcome] | None = None,
     ) -> int:
         """Store one comparison or many; returns how many were new. With ``update_profile``, the
         profiles of the users involved are re-embedded under ``model`` (default: the active one)
-        without refitting it, and the similar-user index follows."""
-        if isinstance(comparisons, (Comparison, dict)):
-            comparisons = [comparisons]
-        comps = [c if isinstance(c, Comparison) else comparison_from_record(c) for c in comparisons]
-        added, _ = self.store.add_comparisons(comps, tenant=tenant)
+        without refitting it, and the similar-user index follows.
+
+        New comparisons are first scored under the active model (online evaluation, see
+        :mod:`persona_engine.online`); ``outcomes`` passes that scoring in when the caller did it
+        already (the service scores on its thread pool, then stores on its writer thread)."""
+        comps = self.validate_comparisons(comparisons)
+        if outcomes is None:
+            outcomes = self.online.outcomes(comps)
+        added, _ = self.store.add_comparisons(comps, tenant=tenant, outcomes=outcomes)
         if update_profile and comps:
             self.update_profiles(list(dict.fromkeys(c.user_id for c in comps)), model=model)
         return added
+
+    @staticmethod
+    def validate_comparisons(
+        comparisons: Comparison | dict[str, Any] | Iterable[Comparison | dict[str, Any]],
+    ) -> list[Comparison]:
+        """One comparison or many, as validated :class:`Comparison` objects."""
+        if isinstance(comparisons, (Comparison, dict)):
+            comparisons = [comparisons]
+        return [c if isinstance(c, Comparison) else comparison_from_record(c) for c in comparisons]
 
     def ingest(
         self,
@@ -183,6 +203,7 @@ class Engine(UserProfilesMixin):
             progress=progress,
             batch_size=batch_size,
             limit=limit,
+            evaluate=self.online.outcomes,
         )
 
     def set_user_attributes(self, user_id: str, attributes: dict[str, Any]) -> None:
@@ -334,6 +355,34 @@ class Engine(UserProfilesMixin):
         if rec is None:
             raise NoModelError(f"no trained {model!r} model yet; train one first")
         return rec
+
+    def set_offline_figure(
+        self,
+        model: str | None,
+        accuracy: float,
+        *,
+        ci: tuple[float, float] | None = None,
+        source: str = "",
+    ) -> ModelRecord:
+        """Record a version's offline accuracy (e.g. from ``persona bench reward``), which online
+        evaluation compares it with (:func:`~persona_engine.online.online_report` warns when the
+        online accuracy falls below it by more than its CI)."""
+        if not 0.0 <= accuracy <= 1.0 or (ci is not None and not ci[0] <= accuracy <= ci[1]):
+            raise InvalidInputError(
+                "accuracy must lie in [0, 1], inside its CI (low <= accuracy <= high)"
+            )
+        rec = self.model_record(model)
+        figure = {
+            "accuracy": float(accuracy),
+            "ci": None if ci is None else list(ci),
+            "source": source,
+        }
+        self.store.set_model_metrics(rec.id, {**rec.metrics, "offline": figure})
+        return self.store.model(rec.id)
+
+    def online_report(self, **options: Any) -> dict[str, Any]:
+        """Online evaluation per model version; options of :func:`persona_engine.online.online_report`."""
+        return online_report(self, **options)
 
     def load_model(self, model: str | None = None) -> tuple[ModelRecord, RewardBackend]:
         rec = self.model_record(model)

@@ -16,7 +16,7 @@ from .errors import PersonaEngineError
 
 #: the extras of pyproject.toml and the modules each one provides
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "serve": ("fastapi", "uvicorn", "httpx"),
+    "serve": ("fastapi", "uvicorn", "httpx", "prometheus_client", "jinja2"),
     "images": ("diffusers",),
     "cpu": ("faiss",),
     "gpu": ("faiss",),

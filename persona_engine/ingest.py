@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +11,7 @@ from .errors import IngestError, InvalidInputError, PersonaEngineError
 from .progress import progress_bar
 from .schemas import Comparison, comparison_from_record
 from .store import Store
+from .store.online import OnlineOutcome
 
 
 @dataclass
@@ -63,13 +64,15 @@ def ingest_jsonl(
     progress: bool = False,
     tenant: str = "",
     limit: int | None = None,
+    evaluate: Callable[[list[Comparison]], Sequence[OnlineOutcome]] | None = None,
 ) -> IngestReport:
     """Store the comparisons of a JSONL file.
 
     Re-ingesting a file adds nothing (comparisons are unique per user, prompt, chosen, rejected).
     A bad line raises :class:`IngestError` naming its line number after the good lines before it
     are stored (so nothing is lost and a fixed file can simply be ingested again); with
-    ``skip_bad`` bad lines are reported in the result and the rest is stored.
+    ``skip_bad`` bad lines are reported in the result and the rest is stored. ``evaluate`` scores
+    each batch before it is stored (online evaluation: :mod:`persona_engine.online`).
     """
     path = Path(path)
     if not path.is_file():
@@ -80,7 +83,8 @@ def ingest_jsonl(
 
     def flush() -> None:
         if batch:
-            added, dup = store.add_comparisons(batch, tenant=tenant)
+            outcomes = evaluate(batch) if evaluate is not None else ()
+            added, dup = store.add_comparisons(batch, tenant=tenant, outcomes=outcomes)
             report.added += added
             report.duplicates += dup
             batch.clear()

@@ -41,6 +41,7 @@ from . import (  # noqa: E402,F401
     data,
     db,
     encode,
+    eval_cmd,
     generate,
     keys,
     plugin_new,

@@ -23,6 +23,7 @@ from .auth import KeyRing
 from .config import ServiceConfig
 from .errors import ERROR_RESPONSES, install_error_handlers
 from .limits import BodySizeLimit
+from .metrics import MetricsMiddleware, ServiceMetrics
 from .reads import StoreReader
 from .routes_admin import health_router
 from .routes_admin import router as admin_router
@@ -84,8 +85,10 @@ def create_app(
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
     )
+    state.metrics = ServiceMetrics(state)
     app.state.service = state
     app.add_middleware(BodySizeLimit, max_bytes=config.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: sees every request
     install_error_handlers(app)
     app.include_router(health_router)
     protected = [Depends(authenticate)]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Response
 
 from .. import __version__
 from ..schemas import ModelRecord
 from .auth import Principal
+from .metrics import CONTENT_TYPE_LATEST
 from .models import HealthOut, ModelOut, StatusOut, TrainIn, TrainJobOut
 from .state import Scope, State, authenticate, require_default_tenant
 
@@ -20,6 +21,17 @@ router = APIRouter(tags=["models"])
 async def health(state: State) -> HealthOut:
     state.reader.query("SELECT 1")
     return HealthOut(status="ok", version=__version__)
+
+
+@health_router.get(
+    "/metrics",
+    summary="Prometheus metrics of this process (no key needed; no user data)",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+)
+def metrics(state: State) -> Response:
+    assert state.metrics is not None  # set by create_app
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 def _model_out(rec: ModelRecord) -> ModelOut:
@@ -48,6 +60,30 @@ def status(state: State, scope: Scope) -> StatusOut:
         training=[TrainJobOut.model_validate(j.public()) for j in state.training.jobs.values()],
         write_queue=state.writer.pending,
     )
+
+
+@router.get(
+    "/v1/metrics/online",
+    summary="Online evaluation of each model version on this tenant's recent comparisons",
+)
+def online_metrics(
+    state: State,
+    scope: Scope,
+    model: Annotated[str | None, Query(description="A model id or backend name.")] = None,
+    since: Annotated[
+        str | None, Query(description="A date (2026-12-01) or the last N days (7d).")
+    ] = None,
+    window: Annotated[int, Query(ge=1, le=1_000_000)] = 1000,
+    worst: Annotated[int, Query(ge=0, le=1000)] = 10,
+) -> dict[str, Any]:
+    """What ``persona eval online --json`` prints, for the caller's tenant only."""
+    report = state.engine.online_report(
+        model=model, since=since, tenant=scope.tenant, window=window, worst=worst
+    )
+    for m in report["models"]:
+        for u in m["worst_users"]:
+            u["user_id"] = scope.api_id(u["user_id"])
+    return report
 
 
 @router.post(

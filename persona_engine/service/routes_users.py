@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -9,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import InvalidInputError, UnknownUserError
 from ..schemas import Comparison, UserProfile, parse
+from ..store.online import OnlineOutcome
 from .models import (
     ComparisonBatch,
     ComparisonIn,
@@ -41,12 +43,18 @@ def _comparisons(items: list[ComparisonIn], scope: TenantScope) -> list[Comparis
     ]
 
 
-def _record_for_tenant(state: ServiceState, scope: TenantScope, comps: list[Comparison]) -> int:
-    """Runs on the writer: refuse users owned by another tenant, then store in one transaction."""
+def _record_for_tenant(
+    state: ServiceState,
+    scope: TenantScope,
+    comps: list[Comparison],
+    outcomes: Sequence[OnlineOutcome],
+) -> int:
+    """Runs on the writer: refuse users owned by another tenant, then store the comparisons and
+    their online-evaluation outcomes in one transaction."""
     foreign = scope.foreign(c.user_id for c in comps)
     if foreign:
         raise UnknownUserError(f"unknown user {scope.api_id(foreign[0])!r}")
-    return state.engine.record(comps, tenant=scope.tenant)
+    return state.engine.record(comps, tenant=scope.tenant, outcomes=outcomes)
 
 
 async def _record(
@@ -62,8 +70,10 @@ async def _record(
         else None
     )
     comps = _comparisons(items, scope)
+    # online evaluation is model inference: on the thread pool, before the write is queued
+    outcomes = await run_in_threadpool(state.engine.online.outcomes, comps)
     added = await state.writer.run(
-        _record_for_tenant, state, scope, comps, timeout=state.config.write_timeout_s
+        _record_for_tenant, state, scope, comps, outcomes, timeout=state.config.write_timeout_s
     )
     result = RecordResult(added=added, duplicates=len(comps) - added)
     if update is not None:  # after the commit, off the writer: embedding is model inference

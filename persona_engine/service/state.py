@@ -13,6 +13,7 @@ from ..engine import Engine
 from .auth import KeyRing, Principal
 from .config import ServiceConfig
 from .errors import ForbiddenError, NotImplementedInEngineError
+from .metrics import ServiceMetrics
 from .reads import StoreReader
 from .tenancy import TenantScope
 from .training import TrainingRunner
@@ -27,6 +28,7 @@ class ServiceState:
     reader: StoreReader
     writer: SingleWriter
     training: TrainingRunner
+    metrics: ServiceMetrics | None = None
 
 
 def service_state(request: Request) -> ServiceState:

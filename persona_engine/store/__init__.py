@@ -23,6 +23,7 @@ from sqlite_utils import Database
 from ..errors import NotFoundError, UnknownUserError
 from ..schemas import Comparison, ModelRecord, UserProfile, content_hash, utcnow
 from .migrations import migrations
+from .online import OnlineOutcome, UserHistory, insert_outcomes, outcome_rows, user_histories
 from .vectors import from_blob, to_blob
 
 __all__ = ["Store", "StoredComparison", "migrations"]
@@ -209,6 +210,9 @@ class Store:
                 "profiles": conn.execute(
                     "DELETE FROM profiles WHERE user_id=?", (user_id,)
                 ).rowcount,
+                "online_outcomes": conn.execute(
+                    "DELETE FROM online_eval WHERE user_id=?", (user_id,)
+                ).rowcount,
                 "users": conn.execute("DELETE FROM users WHERE id=?", (user_id,)).rowcount,
             }
             # the user's items (and their cached features) that no other comparison references
@@ -226,13 +230,19 @@ class Store:
 
     # -- comparisons -------------------------------------------------------------------------
     def add_comparisons(
-        self, comparisons: Iterable[Comparison], *, tenant: str = ""
+        self,
+        comparisons: Iterable[Comparison],
+        *,
+        tenant: str = "",
+        outcomes: Sequence[OnlineOutcome] = (),
     ) -> tuple[int, int]:
         """Store comparisons in one transaction. Returns (added, already present).
 
         Idempotent: a comparison already stored (same user, prompt, chosen, rejected) is skipped.
         Each distinct text is hashed once per call and an empty ``meta`` is not re-serialised, so
-        large batches over a shared item pool go in at executemany speed.
+        large batches over a shared item pool go in at executemany speed. ``outcomes`` (online
+        evaluation, :mod:`persona_engine.online`) are stored in the same transaction, each only
+        when its comparison was not stored before: a re-sent comparison is never scored twice.
         """
         comps = list(comparisons)
         if not comps:
@@ -283,6 +293,8 @@ class Store:
                 "INSERT OR IGNORE INTO items(hash, kind, text, uri, created_at) VALUES (?,?,?,?,?)",
                 list(items.values()),
             )
+            if outcomes:
+                insert_outcomes(conn, outcomes, now)
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO comparisons(user_id, prompt_hash, chosen_hash, rejected_hash, strength, tie, source, meta, created_at) "
@@ -342,6 +354,26 @@ class Store:
                     chunk,
                 ).fetchall()
         return out
+
+    def user_histories(self, users: Sequence[str]) -> dict[str, UserHistory]:
+        """What each user had given so far (count, responses, comparison keys): what online
+        evaluation needs to know before a batch is stored."""
+        with self._lock:
+            return user_histories(self.db.conn, users)
+
+    def online_outcomes(
+        self,
+        *,
+        model_id: str | None = None,
+        since: str | None = None,
+        tenant: str | None = None,
+        user_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored online-evaluation outcomes, oldest first (filters combine)."""
+        with self._lock:
+            return outcome_rows(
+                self.db.conn, model_id=model_id, since=since, tenant=tenant, user_id=user_id
+            )
 
     def count_comparisons(self, user_id: str | None = None) -> int:
         if user_id is None:
@@ -442,6 +474,11 @@ class Store:
                 ),
             )
         return record.model_copy(update={"active": activate})
+
+    def set_model_metrics(self, model_id: str, metrics: dict[str, Any]) -> None:
+        self.model(model_id)  # unknown ids: NotFoundError
+        with self.transaction() as conn:
+            conn.execute("UPDATE models SET metrics=? WHERE id=?", (json.dumps(metrics), model_id))
 
     def _model_from_row(self, r: dict[str, Any]) -> ModelRecord:
         return ModelRecord(
@@ -619,7 +656,15 @@ class Store:
     def status(self) -> dict[str, Any]:
         counts = {
             t: self.db[t].count
-            for t in ("users", "items", "comparisons", "features", "models", "profiles")
+            for t in (
+                "users",
+                "items",
+                "comparisons",
+                "features",
+                "models",
+                "profiles",
+                "online_eval",
+            )
         }
         return {
             "path": self.path,

@@ -118,3 +118,35 @@ def m002_pair_features(db: Database) -> None:
     db.execute("ALTER TABLE features_v2 RENAME TO features")
     db.execute("CREATE INDEX idx_features_hash ON features(hash)")
     db.execute("CREATE INDEX idx_features_prompt ON features(prompt_hash) WHERE prompt_hash != ''")
+
+
+@migrations()
+def m003_online_eval(db: Database) -> None:
+    """Prequential outcomes: each new comparison scored by the active model before it was stored.
+
+    One row per (comparison, model version). ``correct`` is 1 when the model preferred the chosen
+    response; ``margin`` is r(chosen) - r(rejected) for the user's state at that moment;
+    ``n_before`` how many comparisons the user had given before this one; ``new_items`` whether
+    neither response appeared in any of the user's earlier comparisons; ``state`` what scored it
+    (``profile`` or ``prior``: the cold-start rule).
+    """
+    db.execute(
+        """
+        CREATE TABLE online_eval (
+            id INTEGER PRIMARY KEY,
+            model_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            prompt_hash TEXT NOT NULL,
+            chosen_hash TEXT NOT NULL,
+            rejected_hash TEXT NOT NULL,
+            margin REAL NOT NULL,
+            correct INTEGER NOT NULL,
+            new_items INTEGER NOT NULL,
+            n_before INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            UNIQUE (user_id, prompt_hash, chosen_hash, rejected_hash, model_id)
+        )"""
+    )
+    db.execute("CREATE INDEX idx_online_model_time ON online_eval(model_id, created_at)")
+    db.execute("CREATE INDEX idx_online_user ON online_eval(user_id)")

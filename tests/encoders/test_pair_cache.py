@@ -108,7 +108,7 @@ def test_store_made_before_pair_features_migrates_with_its_rows(tmp_path):
     np.testing.assert_array_equal(got[content_hash("red")], vec)
     # the migrated row serves a prompt-free encoder as before: nothing is re-encoded
     assert encode_cached(store, enc, ["red"])[0].tolist() == vec.tolist()
-    assert [m.name for m in migrations.applied(store.db)][-1] == "m002_pair_features"
+    assert "m002_pair_features" in [m.name for m in migrations.applied(store.db)]
 
 
 def test_engine_scores_depend_on_the_prompt_with_a_prompt_reader(causal_dir, tmp_path):

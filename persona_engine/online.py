@@ -1,0 +1,370 @@
+"""Online (prequential) evaluation: how well the active model predicts comparisons it never saw.
+
+Every comparison recorded through :meth:`Engine.record`, :meth:`Engine.ingest` (``persona
+ingest``) or the service is first scored by the user's current state under the active model (their
+profile, or the cold-start rule for a user without one), and only then stored; the outcome is
+stored with it in the same transaction (:mod:`persona_engine.store.online`). A comparison that was
+already stored is never scored again, so every outcome is a prediction made before the model or the
+user's profile could have seen that comparison.
+
+:func:`online_report` turns the outcomes into what a product team asks after launch: accuracy and
+log-loss per model version, by day and over a recent window, by how many answers the user had
+given (the online personalization curve), on pairs of responses new to the user, the users served
+worst, and a warning when a version does worse online than its offline figure.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InvalidInputError, NotFoundError
+from .schemas import Comparison, ModelRecord, content_hash
+from .store.online import OnlineOutcome
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+log = logging.getLogger("persona_engine.online")
+
+#: the online personalization curve: how many answers the user had given before the comparison
+ANSWER_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
+    ("0", 0, 0),
+    ("1-4", 1, 4),
+    ("5-19", 5, 19),
+    ("20+", 20, None),
+)
+
+
+def enabled_by_default() -> bool:
+    """``PERSONA_ENGINE_ONLINE_EVAL=0`` switches online evaluation off (default: on)."""
+    return os.environ.get("PERSONA_ENGINE_ONLINE_EVAL", "1").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )
+
+
+class OnlineEvaluator:
+    """Scores new comparisons under the active model before they are stored."""
+
+    def __init__(self, engine: Engine, *, enabled: bool | None = None):
+        self.engine = engine
+        self.enabled = enabled_by_default() if enabled is None else enabled
+        self.scored = 0
+        #: batches that could not be scored (the comparisons were stored all the same)
+        self.errors = 0
+
+    def outcomes(self, comparisons: Sequence[Comparison]) -> list[OnlineOutcome]:
+        """The outcomes of the comparisons not stored yet (text, not ties), under the active
+        model; none when evaluation is off or no model is trained.
+
+        Evaluation never costs a write: when scoring fails (a model file gone, an encoder that
+        cannot read these texts), the failure is logged and counted and the batch is stored
+        without outcomes.
+        """
+        if not self.enabled or not comparisons:
+            return []
+        rec = self.engine.store.active_model()
+        if rec is None:
+            return []
+        try:
+            out = self._score(rec, comparisons)
+        except Exception as e:  # noqa: BLE001 - see the docstring: a write must not fail here
+            self.errors += 1
+            log.warning(
+                "online evaluation skipped for %d comparisons under %s: %s",
+                len(comparisons),
+                rec.id,
+                e,
+            )
+            return []
+        self.scored += len(out)
+        return out
+
+    def _score(self, rec: ModelRecord, comparisons: Sequence[Comparison]) -> list[OnlineOutcome]:
+        engine = self.engine
+        todo = [c for c in comparisons if c.kind == "text" and not c.tie]
+        if not todo:
+            return []
+        history = engine.store.user_histories([c.user_id for c in todo])
+        rows: list[tuple[Comparison, tuple[str, str, str], int, bool]] = []
+        for c in todo:
+            key = (content_hash(c.prompt), content_hash(c.chosen), content_hash(c.rejected))
+            h = history[c.user_id]
+            if key in h.keys:  # stored before (or earlier in this batch): not a prediction
+                continue
+            rows.append((c, key, h.n, key[1] not in h.items and key[2] not in h.items))
+            h.add(*key)
+        if not rows:
+            return []
+        _, backend = engine.load_model(rec.id)
+        states: dict[str, tuple[np.ndarray, str]] = {}
+        for c, *_ in rows:
+            if c.user_id not in states:
+                _, _, state, source = engine.user_state(c.user_id, model=rec.id)
+                states[c.user_id] = (state.vector, "prior" if source == "prior" else "profile")
+        data = engine.preference_data([r[0] for r in rows], encoder=engine.model_encoder(rec))
+        vectors = np.stack([states[c.user_id][0] for c, *_ in rows]).astype(np.float32)
+        margin = backend.reward_batch(vectors, data.prompt, data.chosen) - backend.reward_batch(
+            vectors, data.prompt, data.rejected
+        )
+        return [
+            OnlineOutcome(
+                model_id=rec.id,
+                user_id=c.user_id,
+                prompt_hash=key[0],
+                chosen_hash=key[1],
+                rejected_hash=key[2],
+                margin=float(m),
+                new_items=new,
+                n_before=n,
+                state=states[c.user_id][1],
+            )
+            for (c, key, n, new), m in zip(rows, margin)
+        ]
+
+
+# -- the report ------------------------------------------------------------------------------
+def _cluster_summary(
+    users: np.ndarray, correct: np.ndarray, loss: np.ndarray, rng: np.random.Generator, B: int
+) -> dict[str, Any]:
+    """Accuracy and log-loss over comparisons, with 95% CIs from a bootstrap over users (a
+    user's comparisons are not independent of each other)."""
+    n = len(correct)
+    if n == 0:
+        return {"n": 0, "users": 0, "accuracy": None, "ci": None, "log_loss": None}
+    ids, inv = np.unique(users, return_inverse=True)
+    counts = np.bincount(inv).astype(np.float64)
+    hits = np.bincount(inv, weights=correct).astype(np.float64)
+    losses = np.bincount(inv, weights=loss).astype(np.float64)
+    out: dict[str, Any] = {
+        "n": int(n),
+        "users": int(len(ids)),
+        "accuracy": float(hits.sum() / n),
+        "log_loss": float(losses.sum() / n),
+        "ci": None,
+        "log_loss_ci": None,
+    }
+    if len(ids) >= 2:
+        w = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=B).astype(np.float64)
+        denom = w @ counts
+        acc = (w @ hits) / denom
+        ll = (w @ losses) / denom
+        out["ci"] = [float(np.quantile(acc, 0.025)), float(np.quantile(acc, 0.975))]
+        out["log_loss_ci"] = [float(np.quantile(ll, 0.025)), float(np.quantile(ll, 0.975))]
+    return out
+
+
+def _since(value: str | None) -> str | None:
+    """An ISO date or datetime, or ``<N>d`` (the last N days), as the store's timestamp text."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.endswith("d") and text[:-1].isdigit():
+        return (datetime.now(timezone.utc) - timedelta(days=int(text[:-1]))).isoformat()
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInputError(
+            f"--since must be a date (2026-12-01), a datetime or a number of days (7d), got {value!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat()
+
+
+def online_report(
+    engine: Engine,
+    *,
+    model: str | None = None,
+    since: str | None = None,
+    tenant: str | None = None,
+    window: int = 1000,
+    recent: int = 20,
+    min_recent: int = 5,
+    worst: int = 10,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """What online evaluation says, per model version (``model``: one id or backend name;
+    default: every version with outcomes, the active one first).
+
+    ``window``: the last comparisons per version for the sliding-window figure; ``recent`` /
+    ``min_recent``: each user's last outcomes that rank the users served worst (users with fewer
+    are not ranked); ``tenant``: only that tenant's users. CIs are 95% bootstraps over users.
+    """
+    if window < 1 or recent < 1 or min_recent < 1 or worst < 0 or resamples < 10:
+        raise InvalidInputError(
+            "window, recent and min_recent must be positive, worst >= 0, resamples >= 10"
+        )
+    model_id = None if model is None else engine.model_record(model).id
+    rows = engine.store.online_outcomes(model_id=model_id, since=_since(since), tenant=tenant)
+    active = engine.store.active_model()
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_model.setdefault(r["model_id"], []).append(r)
+    order = sorted(by_model, key=lambda m: (active is None or m != active.id, m))
+    return {
+        "since": since,
+        "tenant": tenant,
+        "active_model": None if active is None else active.id,
+        "enabled": engine.online.enabled,
+        "models": [
+            _model_report(
+                engine, m, by_model[m], window, recent, min_recent, worst, resamples, seed
+            )
+            for m in order
+        ],
+    }
+
+
+def _model_report(
+    engine: Engine,
+    model_id: str,
+    rows: list[dict[str, Any]],
+    window: int,
+    recent: int,
+    min_recent: int,
+    worst: int,
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    users = np.array([r["user_id"] for r in rows])
+    correct = np.array([r["correct"] for r in rows], dtype=np.float64)
+    margin = np.array([r["margin"] for r in rows], dtype=np.float64)
+    loss = np.logaddexp(0.0, -margin)  # -log sigmoid(margin)
+    n_before = np.array([r["n_before"] for r in rows])
+    new = np.array([bool(r["new_items"]) for r in rows])
+    days = np.array([r["created_at"][:10] for r in rows])
+
+    def summary(mask: np.ndarray) -> dict[str, Any]:
+        return _cluster_summary(users[mask], correct[mask], loss[mask], rng, resamples)
+
+    everything = np.ones(len(rows), dtype=bool)
+    curve = []
+    for label, lo, hi in ANSWER_BUCKETS:
+        in_bucket = (n_before >= lo) & (n_before <= (np.inf if hi is None else hi))
+        curve.append(
+            {
+                "answers": label,
+                "all": summary(in_bucket),
+                "new_items": summary(in_bucket & new),
+            }
+        )
+    tail = np.zeros(len(rows), dtype=bool)
+    tail[-window:] = True
+    report: dict[str, Any] = {
+        "model_id": model_id,
+        "overall": summary(everything),
+        "window": {"size": int(tail.sum()), **summary(tail)},
+        "new_items": summary(new),
+        "by_answers": curve,
+        "daily": [{"day": d, **summary(days == d)} for d in sorted(set(days.tolist()))],
+        "worst_users": _worst_users(users, correct, loss, recent, min_recent, worst),
+        "first": rows[0]["created_at"],
+        "last": rows[-1]["created_at"],
+    }
+    report["offline"], report["warning"] = _offline_check(engine, model_id, report["window"])
+    return report
+
+
+def _worst_users(
+    users: np.ndarray,
+    correct: np.ndarray,
+    loss: np.ndarray,
+    recent: int,
+    min_recent: int,
+    worst: int,
+) -> list[dict[str, Any]]:
+    """Users ranked by accuracy over their last ``recent`` outcomes (then by log-loss)."""
+    rows: dict[str, list[int]] = {}
+    for i, u in enumerate(users.tolist()):
+        rows.setdefault(u, []).append(i)
+    ranked: list[dict[str, Any]] = []
+    for u, idx in rows.items():
+        last = idx[-recent:]
+        if len(last) < min_recent:
+            continue
+        ranked.append(
+            {
+                "user_id": u,
+                "n": len(last),
+                "accuracy": float(correct[last].mean()),
+                "log_loss": float(loss[last].mean()),
+            }
+        )
+    ranked.sort(key=lambda r: (r["accuracy"], -r["log_loss"], r["user_id"]))
+    return ranked[:worst]
+
+
+def _offline_check(
+    engine: Engine, model_id: str, window: dict[str, Any]
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The version's offline figure (see :meth:`Engine.set_offline_figure`) and a warning when
+    the recent online accuracy is below it by more than the online CI."""
+    try:
+        rec = engine.store.model(model_id)
+    except NotFoundError:  # a version deleted since its outcomes were stored
+        return None, None
+    offline = rec.metrics.get("offline")
+    if not isinstance(offline, dict) or window.get("ci") is None:
+        return offline if isinstance(offline, dict) else None, None
+    if window["ci"][1] < offline["accuracy"]:
+        lo, hi = window["ci"]
+        return offline, (
+            f"{model_id}: online accuracy over the last {window['size']} comparisons is "
+            f"{window['accuracy']:.3f} (95% CI {lo:.3f}-{hi:.3f}), below its offline figure "
+            f"{offline['accuracy']:.3f} ({offline.get('source') or 'no source given'})"
+        )
+    return offline, None
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as text for a terminal."""
+
+    def fig(s: dict[str, Any]) -> str:
+        if not s["n"]:
+            return "-"
+        ci = "" if s["ci"] is None else f" ({s['ci'][0]:.3f}-{s['ci'][1]:.3f})"
+        return f"{s['accuracy']:.3f}{ci} n={s['n']} users={s['users']} log-loss {s['log_loss']:.3f}"
+
+    lines = []
+    if not report["enabled"]:
+        lines.append("online evaluation is off (PERSONA_ENGINE_ONLINE_EVAL=0)")
+    if not report["models"]:
+        lines.append(
+            "no online outcomes yet: comparisons are scored when they are recorded after a model is trained"
+        )
+    for m in report["models"]:
+        active = " (active)" if m["model_id"] == report["active_model"] else ""
+        lines.append(f"{m['model_id']}{active}: {m['first'][:19]} .. {m['last'][:19]}")
+        lines.append(f"  overall      {fig(m['overall'])}")
+        lines.append(f"  last {m['window']['size']:<7} {fig(m['window'])}")
+        lines.append(f"  new items    {fig(m['new_items'])}")
+        if m["offline"]:
+            lines.append(
+                f"  offline      {m['offline']['accuracy']:.3f} ({m['offline'].get('source') or 'no source given'})"
+            )
+        lines.append("  by answers the user had given (all pairs | pairs of new responses):")
+        for b in m["by_answers"]:
+            lines.append(f"    {b['answers']:>5}  {fig(b['all'])}  |  {fig(b['new_items'])}")
+        lines.append("  by day:")
+        for d in m["daily"][-14:]:
+            lines.append(f"    {d['day']}  {fig(d)}")
+        if m["worst_users"]:
+            lines.append("  users served worst (their recent comparisons):")
+            for u in m["worst_users"]:
+                lines.append(
+                    f"    {u['user_id']}: {u['accuracy']:.2f} over {u['n']} (log-loss {u['log_loss']:.3f})"
+                )
+        if m["warning"]:
+            lines.append(f"  WARNING: {m['warning']}")
+    return "\n".join(lines)
