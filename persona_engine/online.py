@@ -132,7 +132,7 @@ class OnlineEvaluator:
 
 
 # -- the report ------------------------------------------------------------------------------
-def _cluster_summary(
+def cluster_summary(
     users: np.ndarray, correct: np.ndarray, loss: np.ndarray, rng: np.random.Generator, B: int
 ) -> dict[str, Any]:
     """Accuracy and log-loss over comparisons, with 95% CIs from a bootstrap over users (a
@@ -246,7 +246,7 @@ def _model_report(
     days = np.array([r["created_at"][:10] for r in rows])
 
     def summary(mask: np.ndarray) -> dict[str, Any]:
-        return _cluster_summary(users[mask], correct[mask], loss[mask], rng, resamples)
+        return cluster_summary(users[mask], correct[mask], loss[mask], rng, resamples)
 
     everything = np.ones(len(rows), dtype=bool)
     curve = []

@@ -34,6 +34,7 @@ from . import (  # noqa: E402,F401
     bench_encoders,
     bench_generate,
     bench_images,
+    bench_online,
     bench_reward,
     bench_scale,
     bench_serve,
