@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .encoders.cache import comparison_arrays
 from .errors import InvalidInputError, NotFoundError
 from .schemas import Comparison, ModelRecord, content_hash
 from .store.online import OnlineOutcome
@@ -93,41 +94,66 @@ class OnlineEvaluator:
         todo = [c for c in comparisons if c.kind == "text" and not c.tie]
         if not todo:
             return []
-        history = engine.store.user_histories([c.user_id for c in todo])
-        rows: list[tuple[Comparison, tuple[str, str, str], int, bool]] = []
-        for c in todo:
-            key = (content_hash(c.prompt), content_hash(c.chosen), content_hash(c.rejected))
-            h = history[c.user_id]
-            if key in h.keys:  # stored before (or earlier in this batch): not a prediction
+        hashes: dict[str, str] = {}  # text -> hash, each distinct text hashed once
+
+        def h(text: str) -> str:
+            if text not in hashes:
+                hashes[text] = content_hash(text)
+            return hashes[text]
+
+        keys = [(c.user_id, h(c.prompt), h(c.chosen), h(c.rejected)) for c in todo]
+        stored = engine.store.batch_history(keys)
+        # earlier comparisons of the same batch count as given before the later ones
+        given: dict[str, int] = {}
+        items: dict[str, set[str]] = {}
+        seen_keys: set[tuple[str, str, str, str]] = set()
+        rows: list[tuple[int, int, bool]] = []  # (index into todo, answers before, new items)
+        for i, (key, (n, seen_item, is_stored)) in enumerate(zip(keys, stored)):
+            if is_stored or key in seen_keys:  # not a prediction: it was given before
                 continue
-            rows.append((c, key, h.n, key[1] not in h.items and key[2] not in h.items))
-            h.add(*key)
+            u, _, x, y = key
+            mine = items.setdefault(u, set())
+            rows.append((i, n + given.get(u, 0), not seen_item and x not in mine and y not in mine))
+            given[u] = given.get(u, 0) + 1
+            mine.update((x, y))
+            seen_keys.add(key)
         if not rows:
             return []
         _, backend = engine.load_model(rec.id)
-        states: dict[str, tuple[np.ndarray, str]] = {}
-        for c, *_ in rows:
-            if c.user_id not in states:
-                _, _, state, source = engine.user_state(c.user_id, model=rec.id)
-                states[c.user_id] = (state.vector, "prior" if source == "prior" else "profile")
-        data = engine.preference_data([r[0] for r in rows], encoder=engine.model_encoder(rec))
-        vectors = np.stack([states[c.user_id][0] for c, *_ in rows]).astype(np.float32)
-        margin = backend.reward_batch(vectors, data.prompt, data.chosen) - backend.reward_batch(
-            vectors, data.prompt, data.rejected
+        users = list(dict.fromkeys(todo[i].user_id for i, *_ in rows))
+        states = {
+            u: (vec, "prior" if source == "prior" else "profile")
+            for u, (vec, source) in engine.store.profile_vectors(rec.id, users).items()
+        }
+        for u in users:
+            if u not in states:
+                states[u] = (engine.cold_start_state(u, rec, backend).vector, "prior")
+        texts = {hv: t for t, hv in hashes.items()}
+        prompt, chosen, rejected = comparison_arrays(
+            engine.store,
+            engine.model_encoder(rec),
+            [keys[i][1] for i, *_ in rows],
+            [keys[i][2] for i, *_ in rows],
+            [keys[i][3] for i, *_ in rows],
+            texts,
+        )
+        vectors = np.stack([states[keys[i][0]][0] for i, *_ in rows]).astype(np.float32)
+        margin = backend.reward_batch(vectors, prompt, chosen) - backend.reward_batch(
+            vectors, prompt, rejected
         )
         return [
             OnlineOutcome(
                 model_id=rec.id,
-                user_id=c.user_id,
-                prompt_hash=key[0],
-                chosen_hash=key[1],
-                rejected_hash=key[2],
+                user_id=keys[i][0],
+                prompt_hash=keys[i][1],
+                chosen_hash=keys[i][2],
+                rejected_hash=keys[i][3],
                 margin=float(m),
                 new_items=new,
                 n_before=n,
-                state=states[c.user_id][1],
+                state=states[keys[i][0]][1],
             )
-            for (c, key, n, new), m in zip(rows, margin)
+            for (i, n, new), m in zip(rows, margin)
         ]
 
 

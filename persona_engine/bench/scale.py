@@ -12,8 +12,11 @@ file, and every phase is timed:
 4. build the similar-user index from the store (``ProfileIndexes.build``);
 5. query latency of ``Engine.similar_users(user, 10)`` (median, p99) and of the bare index
    search, recall@10 of the index against exact search;
-6. online update (``record(..., update_profile=True)`` then a query), and ``delete_user``;
-7. counts in against counts stored (comparisons, profiles, index entries), store and index size on
+6. ingest after launch with online evaluation off and on (``Engine.ingest`` of JSONL files of new
+   comparisons of profiled users, alternating off/on/off/on): the throughput cost of scoring
+   each new comparison before it is stored;
+7. online update (``record(..., update_profile=True)`` then a query), and ``delete_user``;
+8. counts in against counts stored (comparisons, profiles, index entries), store and index size on
    disk, peak resident memory (``ru_maxrss``).
 """
 
@@ -49,6 +52,7 @@ class ScaleConfig:
     queries: int = 2000
     recall_queries: int = 500
     onboard_sample: int = 200
+    online_users: int = 4000  # users who give 5 new comparisons each in the online-evaluation phase
     seed: int = 0
     workdir: str | None = None
     keep: bool = False
@@ -111,6 +115,7 @@ def run_scale(cfg: ScaleConfig, *, progress: bool = True, log: Any = print) -> d
         out["onboarding"] = _onboard(engine, pop, cfg, progress, log)
         out["index"] = _index(engine, pop, cfg, log)
         out["queries"] = _queries(engine, pop, cfg, log)
+        out["online_eval"] = _online_ingest(engine, pop, cfg, work, log)
         out["updates"] = _updates(engine, pop, cfg, log)
         out["counts"] = _counts(engine, pop, cfg, out)
         engine.store.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -283,6 +288,63 @@ def _queries(engine: Any, pop: ScalePopulation, cfg: ScaleConfig, log: Any) -> d
     return res
 
 
+def _online_ingest(
+    engine: Any, pop: ScalePopulation, cfg: ScaleConfig, work: Path, log: Any
+) -> dict[str, Any]:
+    import json
+
+    rng = np.random.default_rng(cfg.seed + 3)
+    users = rng.choice(cfg.users, min(cfg.users, cfg.online_users), replace=False)
+    weights = pop.true_weights(users)
+    per_user = 5
+    files = []
+    for k, part in enumerate(np.array_split(np.arange(len(users)), 4)):
+        path = work / f"after_launch_{k}.jsonl"
+        with open(path, "w") as fh:
+            for i in part.tolist():
+                a, b = rng.choice(cfg.pool, (2, per_user), replace=False)
+                a_wins = (pop.features[a] - pop.features[b]) @ weights[i] > 0
+                for x, y, win in zip(a.tolist(), b.tolist(), a_wins.tolist()):
+                    chosen, rejected = (x, y) if win else (y, x)
+                    row = {
+                        "user_id": pop.user_id(int(users[i])),
+                        "prompt": PROMPT,
+                        "chosen": pop.items[chosen],
+                        "rejected": pop.items[rejected],
+                    }
+                    fh.write(json.dumps(row) + "\n")
+        files.append(path)
+    seconds = {"off": 0.0, "on": 0.0}
+    added = {"off": 0, "on": 0}
+    outcomes_before = len(engine.store.online_outcomes())
+    for k, path in enumerate(files):
+        mode = "on" if k % 2 else "off"
+        engine.online.enabled = mode == "on"
+        t = time.perf_counter()
+        added[mode] += engine.ingest(path).added
+        seconds[mode] += time.perf_counter() - t
+    engine.online.enabled = True
+    scored = len(engine.store.online_outcomes()) - outcomes_before
+    rate = {m: added[m] / seconds[m] for m in seconds}
+    res = {
+        "comparisons": added,
+        "seconds": seconds,
+        "ingest_per_s": rate,
+        "throughput_drop": 1.0 - rate["on"] / rate["off"],
+        "outcomes_stored": scored,
+        "scoring_errors": engine.online.errors,
+    }
+    if scored != added["on"]:
+        raise RuntimeError(
+            f"online evaluation stored {scored} outcomes for {added['on']} new comparisons"
+        )
+    log(
+        f"ingest after launch: {rate['off']:.0f}/s with online evaluation off, {rate['on']:.0f}/s on "
+        f"({100 * res['throughput_drop']:.0f}% drop); {scored} outcomes stored"
+    )
+    return res
+
+
 def _updates(engine: Any, pop: ScalePopulation, cfg: ScaleConfig, log: Any) -> dict[str, Any]:
     from ..schemas import Comparison
 
@@ -328,11 +390,12 @@ def _updates(engine: Any, pop: ScalePopulation, cfg: ScaleConfig, log: Any) -> d
 def _counts(
     engine: Any, pop: ScalePopulation, cfg: ScaleConfig, out: dict[str, Any]
 ) -> dict[str, Any]:
-    """What went in against what is stored (after the updates and deletions of phase 6)."""
+    """What went in against what is stored (after the updates and deletions of phase 7)."""
     rec = engine.model_record()
     upd = out["updates"]
     res = {
         "comparisons_expected": out["ingest"]["comparisons"]
+        + sum(out["online_eval"]["comparisons"].values())
         + upd["comparisons_added"]
         - upd["deleted_comparisons"],
         "comparisons_stored": engine.store.count_comparisons(),

@@ -23,7 +23,7 @@ from sqlite_utils import Database
 from ..errors import NotFoundError, UnknownUserError
 from ..schemas import Comparison, ModelRecord, UserProfile, content_hash, utcnow
 from .migrations import migrations
-from .online import OnlineOutcome, UserHistory, insert_outcomes, outcome_rows, user_histories
+from .online import OnlineOutcome, batch_history, insert_outcomes, outcome_rows
 from .vectors import from_blob, to_blob
 
 __all__ = ["Store", "StoredComparison", "migrations"]
@@ -355,11 +355,32 @@ class Store:
                 ).fetchall()
         return out
 
-    def user_histories(self, users: Sequence[str]) -> dict[str, UserHistory]:
-        """What each user had given so far (count, responses, comparison keys): what online
-        evaluation needs to know before a batch is stored."""
+    def batch_history(
+        self, rows: Sequence[tuple[str, str, str, str]]
+    ) -> list[tuple[int, bool, bool]]:
+        """What online evaluation needs to know of each (user, prompt, chosen, rejected hash)
+        before a batch is stored: see :func:`.online.batch_history`."""
         with self._lock:
-            return user_histories(self.db.conn, users)
+            return batch_history(self.db.conn, rows)
+
+    def profile_vectors(
+        self, model_id: str, users: Sequence[str]
+    ) -> dict[str, tuple[np.ndarray, str]]:
+        """(vector, source) of each of ``users`` that has a profile under ``model_id``."""
+        out: dict[str, tuple[np.ndarray, str]] = {}
+        wanted = list(dict.fromkeys(users))
+        for i in range(0, len(wanted), 900):
+            chunk = wanted[i : i + 900]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = self.db.conn.execute(
+                    "SELECT user_id, dim, vector, source FROM profiles "
+                    f"WHERE model_id=? AND user_id IN ({marks})",
+                    [model_id, *chunk],
+                ).fetchall()
+            for user_id, dim, blob, source in rows:
+                out[user_id] = (from_blob(blob, dim), source)
+        return out
 
     def online_outcomes(
         self,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -58,34 +59,35 @@ def insert_outcomes(conn: sqlite3.Connection, outcomes: Sequence[OnlineOutcome],
     )
 
 
-@dataclass
-class UserHistory:
-    """What a user had given before a batch: how many comparisons, which responses, which keys."""
+def batch_history(
+    conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str]]
+) -> list[tuple[int, bool, bool]]:
+    """For each (user, prompt hash, chosen hash, rejected hash): (how many comparisons the user
+    has stored, whether either response is in one of them, whether this comparison is stored).
 
-    n: int = 0
-    items: set[str] = field(default_factory=set)
-    keys: set[tuple[str, str, str]] = field(default_factory=set)
-
-    def add(self, prompt_hash: str, chosen_hash: str, rejected_hash: str) -> None:
-        self.n += 1
-        self.items.update((chosen_hash, rejected_hash))
-        self.keys.add((prompt_hash, chosen_hash, rejected_hash))
-
-
-def user_histories(conn: sqlite3.Connection, users: Sequence[str]) -> dict[str, UserHistory]:
-    out: dict[str, UserHistory] = {u: UserHistory() for u in users}
-    wanted = list(dict.fromkeys(users))
-    for i in range(0, len(wanted), 900):
-        chunk = wanted[i : i + 900]
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            "SELECT user_id, prompt_hash, chosen_hash, rejected_hash FROM comparisons "
-            f"WHERE user_id IN ({marks})",
-            chunk,
-        ).fetchall()
-        for u, p, c, r in rows:
-            out[u].add(p, c, r)
-    return out
+    One statement over the batch as a JSON array; the per-row lookups run inside SQLite on the
+    comparisons' (user_id, prompt_hash, chosen_hash, rejected_hash) unique index.
+    """
+    if not rows:
+        return []
+    found = conn.execute(
+        """
+        WITH b AS MATERIALIZED (
+            SELECT CAST(key AS INTEGER) AS i, value ->> 0 AS u, value ->> 1 AS p,
+                   value ->> 2 AS x, value ->> 3 AS y
+            FROM json_each(?)
+        )
+        SELECT b.i,
+            (SELECT count(*) FROM comparisons c WHERE c.user_id = b.u),
+            EXISTS (SELECT 1 FROM comparisons c WHERE c.user_id = b.u
+                    AND (c.chosen_hash IN (b.x, b.y) OR c.rejected_hash IN (b.x, b.y))),
+            EXISTS (SELECT 1 FROM comparisons c WHERE c.user_id = b.u AND c.prompt_hash = b.p
+                    AND c.chosen_hash = b.x AND c.rejected_hash = b.y)
+        FROM b ORDER BY b.i
+        """,
+        (json.dumps(rows),),
+    ).fetchall()
+    return [(int(n), bool(seen), bool(stored)) for _, n, seen, stored in found]
 
 
 def outcome_rows(
