@@ -175,6 +175,7 @@ class CLIPImageEncoder(Encoder):
         import json
 
         arch = json.loads((path / "config.json").read_text()).get("architectures") or []
+        model: Any  # either CLIP class; transformers' decorated .to() does not type-check
         if "CLIPModel" in arch:
             model, full = CLIPModel.from_pretrained(str(path), local_files_only=True), True
         else:

@@ -114,12 +114,17 @@ class PipelineBackbone(nn.Module):
     """The UNet, VAE and text encoder of a diffusers text-to-image pipeline (e.g. SD 1.5)."""
 
     kind = "pipeline"
+    # diffusers' UNet2DConditionModel and AutoencoderKL, transformers' CLIPTextModel: their
+    # configuration attributes are untyped, so they are Any here (diffusers is an optional extra)
+    unet: Any
+    vae: Any
+    text_encoder: Any
 
     def __init__(
         self,
-        unet: nn.Module,
-        vae: nn.Module,
-        text_encoder: nn.Module,
+        unet: Any,
+        vae: Any,
+        text_encoder: Any,
         tokenizer: Any,
         image_size: int,
     ):
@@ -242,8 +247,9 @@ class UserAttnProcessor:
         return out + self.scale * user / attn.rescale_output_factor
 
 
-def cross_attention_layers(unet: nn.Module) -> dict[str, nn.Module]:
-    """Every cross-attention ``Attention`` module of a UNet, by module name."""
+def cross_attention_layers(unet: nn.Module) -> dict[str, Any]:
+    """Every cross-attention ``Attention`` module of a UNet (diffusers' ``Attention``, from an
+    optional extra: Any to the type checker), by module name."""
     Attention = require(
         "diffusers.models.attention_processor", "images", "PPD image generation"
     ).Attention
@@ -279,6 +285,12 @@ class UserAdapter(nn.Module):
         )
         self.conditioning = UserConditioning()
 
+    def branch(self, layer: str) -> UserBranch:
+        """The user branch of the cross-attention layer named ``layer``."""
+        branch = self.branches[layer.replace(".", "__")]
+        assert isinstance(branch, UserBranch)
+        return branch
+
     @classmethod
     def for_unet(
         cls, unet: nn.Module, user_dim: int, token_dim: int, cfg: AdapterConfig
@@ -298,10 +310,7 @@ class UserAdapter(nn.Module):
                 continue
             attn.set_processor(
                 UserAttnProcessor(
-                    attn.processor,
-                    self.branches[name.replace(".", "__")],
-                    self.conditioning,
-                    self.cfg.scale,
+                    attn.processor, self.branch(name), self.conditioning, self.cfg.scale
                 )
             )
 
@@ -342,7 +351,12 @@ class UserAdapter(nn.Module):
 class PPDModel(nn.Module):
     """A backbone (frozen) plus its user adapter, with the scheduler's configuration."""
 
-    def __init__(self, backbone: nn.Module, adapter: UserAdapter, scheduler_config: dict[str, Any]):
+    def __init__(
+        self,
+        backbone: TinyBackbone | PipelineBackbone,
+        adapter: UserAdapter,
+        scheduler_config: dict[str, Any],
+    ):
         super().__init__()
         self.backbone = backbone
         self.adapter = adapter

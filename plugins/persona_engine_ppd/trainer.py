@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ class StepResult:
 def _save_state(
     directory: Path,
     step: int,
-    params: dict[str, torch.Tensor],
+    params: Mapping[str, torch.Tensor],
     opt: torch.optim.Optimizer,
     history: list[dict[str, float]],
 ) -> None:
@@ -80,7 +80,7 @@ def _save_state(
 
 
 def _load_state(
-    directory: Path, params: dict[str, torch.Tensor], opt: torch.optim.Optimizer
+    directory: Path, params: Mapping[str, torch.Tensor], opt: torch.optim.Optimizer
 ) -> tuple[int, list[dict[str, float]]]:
     from safetensors.torch import load_file
 
@@ -132,7 +132,8 @@ def run_steps(
     seed_everything(cfg.seed)
     plist = list(params.values())
     opt = torch.optim.AdamW(plist, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start, history = 0, []
+    start = 0
+    history: list[dict[str, float]] = []
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     if ckpt is not None and (ckpt / STATE_FILE).is_file():
         start, history = _load_state(ckpt, params, opt)

@@ -51,3 +51,50 @@ def write_png(path, rgb: np.ndarray) -> str:
 
     Image.fromarray((np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)).save(path)
     return str(path)
+
+
+def held_out_dpo(model, images, prompts, pairs, user_embeddings, *, beta, seed=7, repeats=4):
+    """The Diffusion-DPO loss and implicit accuracy of ``model`` on ``pairs`` (indices into
+    ``images`` (n, 3, S, S) in [0, 1]), each pair conditioned on its user's row of
+    ``user_embeddings``, written out here rather than taken from the trainer, with noise and
+    timesteps (the upper half of the schedule) drawn from ``seed``: the same draws for every model.
+
+    Per pair, with one noise and timestep for both images, and the v-prediction errors
+    ``e = mean ||v - v_theta(x_t)||^2`` of the policy (user-conditioned) and of the reference (no
+    user): ``inside = -beta/2 ((e_w - e_l) - (ref_w - ref_l))``, the loss ``-log sigmoid(inside)``
+    and the accuracy the share of pairs with ``inside > 0`` (a tie counts half).
+    """
+    from diffusers import DDPMScheduler
+
+    sched = DDPMScheduler.from_config(model.scheduler_config)
+    n_t = sched.config.num_train_timesteps
+    assert sched.config.prediction_type == "v_prediction"
+    gen = torch.Generator().manual_seed(seed)
+    data = torch.from_numpy(np.asarray(images, dtype=np.float32)) * 2.0 - 1.0
+    b = len(pairs)
+    users = torch.from_numpy(np.asarray(user_embeddings, dtype=np.float32)[pairs.user])
+    text = model.backbone.encode_prompts([prompts[i] for i in pairs.chosen])
+    losses, accuracies = [], []
+    with torch.no_grad():
+        tokens = model.adapter.tokens(users)
+        for _ in range(repeats):
+            noise = torch.randn((b, *data.shape[1:]), generator=gen)
+            t = torch.randint(n_t // 2, n_t, (b,), generator=gen)
+            w, lose = data[pairs.chosen], data[pairs.rejected]
+            policy = _v_error(model, sched, w, noise, t, text, tokens) - _v_error(
+                model, sched, lose, noise, t, text, tokens
+            )
+            reference = _v_error(model, sched, w, noise, t, text, None) - _v_error(
+                model, sched, lose, noise, t, text, None
+            )
+            inside = -0.5 * beta * (policy - reference)
+            losses.append(float(torch.nn.functional.softplus(-inside).mean()))
+            accuracies.append(float(((inside > 0).float() + 0.5 * (inside == 0).float()).mean()))
+    return float(np.mean(losses)), float(np.mean(accuracies))
+
+
+def _v_error(model, sched, x0, noise, t, text, user_tokens):
+    """Per image: the mean squared error of the model's v-prediction at ``x_t``."""
+    v = sched.get_velocity(x0, noise, t)
+    pred = model.predict(sched.add_noise(x0, noise, t), t, text, user_tokens)
+    return (pred - v).pow(2).flatten(1).mean(dim=1)

@@ -1,8 +1,10 @@
-"""Fixtures of the profile tests: a small synthetic population on the real Store, a fast
-personalized backend (``lowrank-laplace``) and synthetic item features (``seeded-random``).
+"""Fixtures of the profile tests: a small synthetic population on the real Store, synthetic item
+features (``seeded-random``) and a personalized backend: the fast stand-in ``lowrank-laplace`` by
+default, or a shipped one (``hier``, ``lore``) for a test parametrized with
+``@pytest.mark.parametrize("trained", BACKENDS, indirect=True)``.
 
-The population model is trained once per session; each test gets its own copy of that home
-directory (store, saved model, no index yet), so tests can change it freely.
+Each backend's population model is trained once per session; each test gets its own copy of that
+home directory (store, saved model, no index yet), so tests can change it freely.
 """
 
 from __future__ import annotations
@@ -15,10 +17,25 @@ import pytest
 from persona_engine.bench.scale_plugin import register_scale_plugins, unregister_scale_plugins
 from persona_engine.bench.scale_population import PROMPT, ScalePopulation
 
+#: options of each backend, fast on the population below (a few seconds at most)
 FAST_TRAINING = {
-    "rank": 4,
-    "training": {"epochs": 40, "batch_size": 256, "lr": 0.03, "patience": 6},
+    "lowrank-laplace": {
+        "rank": 4,
+        "training": {"epochs": 40, "batch_size": 256, "lr": 0.03, "patience": 6},
+    },
+    "hier": {"rank": 2, "max_iter": 10},
+    "lore": {
+        "rank": 4,
+        "training": {"epochs": 80, "batch_size": 256, "lr": 0.5, "patience": 15, "seed": 0},
+    },
 }
+#: a smaller second fit of each (a new model version for the refit tests)
+REFIT = {
+    "lowrank-laplace": {"rank": 3, "training": {"epochs": 3}},
+    "hier": {"rank": 1, "max_iter": 3},
+    "lore": {"rank": 3, "training": {"epochs": 3}},
+}
+BACKENDS = list(FAST_TRAINING)
 TRAINED_USERS = 100
 
 
@@ -52,19 +69,27 @@ def scale_plugins(_scale_plugins_session):
 
 
 @pytest.fixture(scope="session")
-def _trained_template(tmp_path_factory, _scale_plugins_session):
-    home = tmp_path_factory.mktemp("profiles") / "home"
-    population = make_population()
-    engine = make_engine(home, population)
-    for chunk in population.chunks(60):
-        engine.record(chunk)
-    engine.train(
-        "lowrank-laplace",
-        FAST_TRAINING,
-        users=[population.user_id(u) for u in range(TRAINED_USERS)],
-    )
-    engine.store.close()
-    return home
+def _trained_templates(tmp_path_factory, _scale_plugins_session):
+    """The home directory of each backend's trained population, built when first asked for."""
+    homes = {}
+
+    def template(backend: str):
+        if backend not in homes:
+            home = tmp_path_factory.mktemp(f"profiles-{backend}") / "home"
+            population = make_population()
+            engine = make_engine(home, population)
+            for chunk in population.chunks(60):
+                engine.record(chunk)
+            engine.train(
+                backend,
+                FAST_TRAINING[backend],
+                users=[population.user_id(u) for u in range(TRAINED_USERS)],
+            )
+            engine.store.close()
+            homes[backend] = home
+        return homes[backend]
+
+    return template
 
 
 @pytest.fixture
@@ -78,14 +103,15 @@ def prompt():
 
 
 @pytest.fixture
-def trained(_trained_template, _isolated_home, scale_plugins, population):
-    """An engine (at PERSONA_ENGINE_HOME) whose store holds 120 synthetic users, with
-    ``lowrank-laplace`` trained on the first 100; users 100-119 have comparisons, no profile."""
-    shutil.copytree(_trained_template, _isolated_home)
+def trained(request, _trained_templates, _isolated_home, scale_plugins, population):
+    """An engine (at PERSONA_ENGINE_HOME) whose store holds 120 synthetic users, with the backend
+    (``request.param``, default ``lowrank-laplace``) trained on the first 100; users 100-119 have
+    comparisons, no profile."""
+    template = _trained_templates(getattr(request, "param", "lowrank-laplace"))
+    shutil.copytree(template, _isolated_home)
     conn = sqlite3.connect(_isolated_home / "persona.db")
     conn.execute(
-        "UPDATE models SET path = replace(path, ?, ?)",
-        (str(_trained_template), str(_isolated_home)),
+        "UPDATE models SET path = replace(path, ?, ?)", (str(template), str(_isolated_home))
     )
     conn.commit()
     conn.close()

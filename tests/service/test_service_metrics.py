@@ -20,7 +20,9 @@ def test_recorded_comparisons_are_scored_for_their_tenant_only(trained_api):
     new = population(n_users=2, per_user=3, prefix="late")
     for c in new:
         c["prompt"] += " (later)"
-    assert api.call("POST", "/v1/comparisons/batch", json={"comparisons": new[:3]}).status_code == 201
+    assert (
+        api.call("POST", "/v1/comparisons/batch", json={"comparisons": new[:3]}).status_code == 201
+    )
     shop = api.call("POST", "/v1/comparisons/batch", tenant="shop", json={"comparisons": new[3:]})
     assert shop.status_code == 201
     # resent: stored once, scored once
