@@ -35,7 +35,7 @@ from .schemas import (
     content_hash,
     utcnow,
 )
-from .store import Store, StoredComparison
+from .store import StoreBase, StoredComparison, open_store
 from .store.online import OnlineOutcome
 
 DEFAULT_ENCODER = "minilm"
@@ -45,7 +45,10 @@ class Engine(UserProfilesMixin):
     """Facade over store, encoders, backends and generators.
 
     :param home: the user directory (default: ``PERSONA_ENGINE_HOME`` or the platform app dir).
-    :param store: an existing :class:`Store` (default: ``home/persona.db``).
+    :param store: an existing store (SQLite :class:`~persona_engine.store.Store` or
+        :class:`~persona_engine.store.postgres.PostgresStore`).
+    :param database: without ``store``: a ``postgresql://`` URL or a SQLite file path (default:
+        ``PERSONA_ENGINE_DATABASE``, else ``home/persona.db``).
     :param encoder: name of the text encoder plugin used for new models.
     :param encoder_config: options of that encoder.
     :param index: options of the similar-user indexes (:class:`~persona_engine.retrieval.IndexConfig`).
@@ -58,7 +61,8 @@ class Engine(UserProfilesMixin):
         self,
         home: str | Path | None = None,
         *,
-        store: Store | None = None,
+        store: StoreBase | None = None,
+        database: str | Path | None = None,
         encoder: str = DEFAULT_ENCODER,
         encoder_config: dict[str, Any] | None = None,
         plugins: PluginManager | None = None,
@@ -68,7 +72,7 @@ class Engine(UserProfilesMixin):
     ):
         self.home = Path(home) if home is not None else user_dir()
         self.home.mkdir(parents=True, exist_ok=True)
-        self.store = store if store is not None else Store(self.home / "persona.db")
+        self.store = store if store is not None else open_store(database, home=self.home)
         self.plugins = plugins or get_plugin_manager()
         self.encoder_name = encoder
         self.encoder_config = dict(encoder_config or {})

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .coldstart import AttributePrior, ColdStart
     from .encoders.base import Encoder
     from .retrieval import ProfileIndex, ProfileIndexes, SimilarUser
-    from .store import Store
+    from .store import StoreBase
 
 
 def _texts(values: Sequence[Any], what: str) -> list[str]:
@@ -40,7 +40,7 @@ def _texts(values: Sequence[Any], what: str) -> list[str]:
 class UserProfilesMixin:
     """Methods of :class:`Engine` about user profiles (see the module docstring)."""
 
-    store: Store
+    store: StoreBase
     cold_start: ColdStart
     _indexes: ProfileIndexes
     _models: dict[str, RewardBackend]

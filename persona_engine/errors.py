@@ -50,6 +50,13 @@ class ConflictError(PersonaEngineError):
     status = 409
 
 
+class StoreUnavailableError(PersonaEngineError):
+    """The database cannot be reached, or refused us (a wrong URL, a server that is down)."""
+
+    code = "store_unavailable"
+    status = 503
+
+
 class IngestError(PersonaEngineError):
     """A bad line in an ingest file; ``line`` is 1-based."""
 

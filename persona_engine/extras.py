@@ -21,6 +21,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "cpu": ("faiss",),
     "gpu": ("faiss",),
     "finetune": ("peft",),
+    "postgres": ("psycopg", "psycopg_pool"),
 }
 
 #: what to add to the hint of an extra that has an alternative

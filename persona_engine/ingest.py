@@ -10,7 +10,7 @@ from pathlib import Path
 from .errors import IngestError, InvalidInputError, PersonaEngineError
 from .progress import progress_bar
 from .schemas import Comparison, comparison_from_record
-from .store import Store
+from .store import StoreBase
 from .store.online import OnlineOutcome
 
 
@@ -56,7 +56,7 @@ def iter_jsonl(
 
 
 def ingest_jsonl(
-    store: Store,
+    store: StoreBase,
     path: str | Path,
     *,
     batch_size: int = 2000,

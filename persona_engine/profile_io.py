@@ -56,10 +56,7 @@ def export_profile(store: Any, user_id: str, model_ids: list[str] | None = None)
     """The export document of ``user_id`` (profiles of ``model_ids``, default all)."""
     if not store.has_user(user_id):
         raise UnknownUserError(f"unknown user {user_id!r}")
-    rows = store.db.conn.execute(
-        "SELECT model_id FROM profiles WHERE user_id=? ORDER BY model_id", (user_id,)
-    ).fetchall()
-    wanted = [r[0] for r in rows if model_ids is None or r[0] in model_ids]
+    wanted = [m for m in store.profile_model_ids(user_id) if model_ids is None or m in model_ids]
     profiles = [p for p in (store.profile(user_id, m) for m in wanted) if p is not None]
     return ProfileExport(
         user_id=user_id,

@@ -147,9 +147,4 @@ def rederive_profiles(
 
 def profiled_elsewhere(store: Any, old_model_id: str, new_model_id: str) -> list[str]:
     """Users with a profile under ``old_model_id`` and none under ``new_model_id``."""
-    rows = store.db.conn.execute(
-        "SELECT user_id FROM profiles WHERE model_id=? AND user_id NOT IN "
-        "(SELECT user_id FROM profiles WHERE model_id=?) ORDER BY user_id",
-        (old_model_id, new_model_id),
-    ).fetchall()
-    return [r[0] for r in rows]
+    return list(store.profile_users(old_model_id, without=new_model_id))

@@ -15,9 +15,10 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path, monkeypatch):
-    """Every test gets its own user directory."""
+    """Every test gets its own user directory (and the default store in it)."""
     home = tmp_path / "persona_home"
     monkeypatch.setenv("PERSONA_ENGINE_HOME", str(home))
+    monkeypatch.delenv("PERSONA_ENGINE_DATABASE", raising=False)
     yield home
 
 

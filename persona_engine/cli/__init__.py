@@ -24,7 +24,14 @@ class PersonaGroup(click.Group):
 
 @click.group(cls=PersonaGroup)
 @click.version_option(package_name="persona-engine")
-def cli() -> None:
+@click.option(
+    "--database",
+    metavar="URL|PATH",
+    default=None,
+    help="The store: a postgresql:// URL or a SQLite file "
+    "(default: $PERSONA_ENGINE_DATABASE, else persona.db in the user directory).",
+)
+def cli(database: str | None) -> None:
     """persona: personalized reward models, user onboarding and personalized generation."""
 
 

@@ -19,14 +19,14 @@ import numpy as np
 
 from ..progress import progress_bar
 from ..schemas import content_hash
-from ..store import Store
+from ..store import StoreBase
 from .base import Encoder
 
 DEFAULT_CHUNK = 256
 
 
 def _cached(
-    store: Store,
+    store: StoreBase,
     encoder: Encoder,
     keys: Sequence[tuple[str, str]],
     encode: Callable[[Sequence[tuple[str, str]]], np.ndarray],
@@ -67,7 +67,7 @@ def _cached(
 
 
 def encode_cached(
-    store: Store,
+    store: StoreBase,
     encoder: Encoder,
     texts: Sequence[str],
     *,
@@ -92,7 +92,7 @@ def encode_cached(
 
 
 def pair_features(
-    store: Store,
+    store: StoreBase,
     encoder: Encoder,
     pairs: Sequence[tuple[str, str]],
     texts: Mapping[str, str],
@@ -126,7 +126,7 @@ def pair_features(
 
 
 def prompt_features(
-    store: Store,
+    store: StoreBase,
     encoder: Encoder,
     hashes: Sequence[str],
     texts: Mapping[str, str],
@@ -151,7 +151,7 @@ def prompt_features(
 
 
 def comparison_arrays(
-    store: Store,
+    store: StoreBase,
     encoder: Encoder,
     prompt_hashes: Sequence[str],
     chosen_hashes: Sequence[str],
@@ -170,7 +170,7 @@ def comparison_arrays(
 
 
 def candidate_features(
-    store: Store, encoder: Encoder, prompt: str, candidates: Sequence[str]
+    store: StoreBase, encoder: Encoder, prompt: str, candidates: Sequence[str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Features of one prompt (prompt_dim,) and of (prompt, candidate) for each candidate (m, dim):
     what a backend's ``reward`` receives when scoring candidates for a user."""

@@ -1,8 +1,8 @@
-"""Keeping profile indexes in step with the store (SQLite stays the source of truth).
+"""Keeping profile indexes in step with the store (the store stays the source of truth).
 
 Triggers on the ``profiles`` table append ``(seq, model_id, row_id)`` to ``profile_changes`` on
 every insert, update and delete, whoever writes: this engine, another process, or a direct
-:class:`~persona_engine.store.Store` call. An index remembers the last ``seq`` it has seen; before
+store call (each store implements the log: :meth:`~persona_engine.store.StoreBase.install_change_log`). An index remembers the last ``seq`` it has seen; before
 answering, it re-reads only the profile rows changed since then. The log holds row ids, never user
 ids or vectors, so a deleted user leaves nothing identifying behind in it.
 
@@ -19,50 +19,28 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from sqlite_utils import Database, Migrations
-
 from ..errors import InvalidInputError
-from ..store import Store
+from ..store import StoreBase
+from ..store.changelog import changes
 from .index import IndexConfig, ProfileIndex
 
-changes = Migrations("persona_engine.retrieval")
+__all__ = ["ProfileIndexes", "changes", "install_change_log", "log_head", "prune_change_log"]
 
 #: how many log entries survive pruning; an index older than the pruned part rebuilds.
 LOG_KEEP = 500_000
 
 
-@changes()
-def m001_profile_changes(db: Database) -> None:
-    db.execute(
-        "CREATE TABLE profile_changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
-        "model_id TEXT NOT NULL, row_id INTEGER NOT NULL)"
-    )
-    db.execute(
-        "CREATE TABLE profile_changes_pruned (id INTEGER PRIMARY KEY CHECK (id = 1), "
-        "through INTEGER NOT NULL)"
-    )
-    db.execute("INSERT INTO profile_changes_pruned(id, through) VALUES (1, 0)")
-    for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
-        db.execute(
-            f"CREATE TRIGGER profiles_log_{event.lower()} AFTER {event} ON profiles BEGIN "
-            f"INSERT INTO profile_changes(model_id, row_id) VALUES ({row}.model_id, {row}.rowid); END"
-        )
-
-
-def install_change_log(store: Store) -> None:
+def install_change_log(store: StoreBase) -> None:
     """Create the change log and its triggers (idempotent)."""
-    with store._lock:
-        changes.apply(store.db)
+    store.install_change_log()
 
 
-def log_head(store: Store) -> int:
-    row = store.db.conn.execute("SELECT max(seq) FROM profile_changes").fetchone()
-    return int(row[0] or 0)
+def log_head(store: StoreBase) -> int:
+    return store.change_log_head()
 
 
-def _pruned_through(store: Store) -> int:
-    row = store.db.conn.execute("SELECT through FROM profile_changes_pruned WHERE id=1").fetchone()
-    return int(row[0]) if row else 0
+def _pruned_through(store: StoreBase) -> int:
+    return store.change_log_pruned_through()
 
 
 #: most log entries one prune deletes, so that no single query pays for a large backlog (a
@@ -70,7 +48,7 @@ def _pruned_through(store: Store) -> int:
 PRUNE_CHUNK = 20_000
 
 
-def prune_change_log(store: Store, keep: int = LOG_KEEP, chunk: int = PRUNE_CHUNK) -> int:
+def prune_change_log(store: StoreBase, keep: int = LOG_KEEP, chunk: int = PRUNE_CHUNK) -> int:
     """Once the log holds over ``2 * keep`` entries, drop its oldest ones, at most ``chunk`` per
     call and never the newest ``keep``; returns how many went."""
     head = log_head(store)
@@ -78,10 +56,7 @@ def prune_change_log(store: Store, keep: int = LOG_KEEP, chunk: int = PRUNE_CHUN
     if head - through <= 2 * keep:
         return 0
     cut = min(head - keep, through + max(1, int(chunk)))
-    with store.transaction() as conn:
-        n = conn.execute("DELETE FROM profile_changes WHERE seq <= ?", (cut,)).rowcount
-        conn.execute("UPDATE profile_changes_pruned SET through=? WHERE id=1", (cut,))
-    return int(n)
+    return store.prune_change_log_through(cut)
 
 
 def _safe_name(model_id: str) -> str:
@@ -98,7 +73,7 @@ class ProfileIndexes:
 
     def __init__(
         self,
-        store: Store,
+        store: StoreBase,
         directory: str | Path | None = None,
         config: IndexConfig | dict[str, Any] | None = None,
     ):
@@ -184,11 +159,7 @@ class ProfileIndexes:
         if last < _pruned_through(self.store):
             self._replace(index, self.build(model_id, index.dim))
             return len(index)
-        rows = self.store.db.conn.execute(
-            "SELECT DISTINCT row_id FROM profile_changes WHERE seq > ? AND seq <= ? AND model_id = ?",
-            (last, head, model_id),
-        ).fetchall()
-        changed = [r[0] for r in rows]
+        changed = self.store.changed_profile_rows(model_id, last, head)
         if len(changed) > max(10_000, len(index) // 5):
             self._replace(index, self.build(model_id, index.dim))
             return len(changed)

@@ -24,7 +24,7 @@ from .config import ServiceConfig
 from .errors import ERROR_RESPONSES, install_error_handlers
 from .limits import BodySizeLimit
 from .metrics import MetricsMiddleware, ServiceMetrics
-from .reads import StoreReader
+from .reads import StoreReader, sqlite_store
 from .routes_admin import health_router
 from .routes_admin import router as admin_router
 from .routes_scoring import router as scoring_router
@@ -58,7 +58,7 @@ def create_app(
     if engine is None:
         engine = Engine(encoder=config.encoder, encoder_config=config.encoder_config)
     if config.synchronous == "full":
-        engine.store.db.execute("PRAGMA synchronous=FULL")
+        sqlite_store(engine.store).db.execute("PRAGMA synchronous=FULL")
     reader = StoreReader(engine.store)
     writer = SingleWriter(config.write_queue)
     state = ServiceState(

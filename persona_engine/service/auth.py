@@ -22,9 +22,9 @@ from sqlite_utils import Database, Migrations
 
 from ..errors import InvalidInputError, NotFoundError
 from ..schemas import utcnow
-from ..store import Store
+from ..store import StoreBase
 from .errors import UnauthorizedError
-from .reads import StoreReader
+from .reads import StoreReader, sqlite_store
 
 migrations = Migrations("persona_engine.service")
 
@@ -78,8 +78,8 @@ class KeyRing:
     ``cache_s``. Unknown keys are never cached, so a new key works at once.
     """
 
-    def __init__(self, store: Store, *, cache_s: float = 5.0):
-        self.store = store
+    def __init__(self, store: StoreBase, *, cache_s: float = 5.0):
+        self.store = store = sqlite_store(store)
         migrations.apply(store.db)
         self.reader = StoreReader(store)
         self.cache_s = cache_s

@@ -2,6 +2,9 @@
 
 In WAL mode readers never wait for the writer, so key checks and tenant checks stay fast while a
 long write transaction runs. An in-memory store has one connection; then reads share it.
+
+The service runs on the SQLite store for now (:func:`sqlite_store`); its SQL moves behind store
+methods when it learns PostgreSQL.
 """
 
 from __future__ import annotations
@@ -10,12 +13,22 @@ import sqlite3
 import threading
 from typing import Any
 
-from ..store import Store
+from ..errors import PersonaEngineError
+from ..store import Store, StoreBase
+
+
+def sqlite_store(store: StoreBase) -> Store:
+    """``store``, which the service needs to be the SQLite one (for now)."""
+    if not isinstance(store, Store):
+        raise PersonaEngineError(
+            f"persona serve runs on the SQLite store for now, not on {store.location}"
+        )
+    return store
 
 
 class StoreReader:
-    def __init__(self, store: Store):
-        self.store = store
+    def __init__(self, store: StoreBase):
+        self.store = store = sqlite_store(store)
         self._file = None if store.path == ":memory:" else store.path
         self._local = threading.local()
 

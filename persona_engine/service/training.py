@@ -32,7 +32,7 @@ from ..config import make_config
 from ..engine import Engine
 from ..errors import ConflictError, NotFoundError
 from ..schemas import utcnow
-from .reads import StoreReader
+from .reads import StoreReader, sqlite_store
 from .writer import SingleWriter
 
 log = logging.getLogger("persona_engine.service")
@@ -133,7 +133,7 @@ class TrainingRunner:
             "--home",
             str(eng.home),
             "--db",
-            eng.store.path,
+            sqlite_store(eng.store).path,
             "--backend",
             job.backend,
             "--config",

@@ -12,8 +12,6 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,33 +19,24 @@ import numpy as np
 from sqlite_utils import Database
 
 from ..errors import NotFoundError, UnknownUserError
-from ..schemas import Comparison, ModelRecord, UserProfile, content_hash, utcnow
+from ..schemas import Comparison, ModelRecord, UserProfile
+from .base import (
+    TABLES,
+    StoreBase,
+    StoredComparison,
+    comparison_rows,
+    model_from_row,
+    profile_from_row,
+    profile_matrix_of,
+)
+from .base import now_iso as _now
+from .changelog import changes
 from .migrations import migrations
 from .online import OnlineOutcome, batch_history, insert_outcomes, outcome_rows
+from .open import open_store
 from .vectors import from_blob, to_blob
 
-__all__ = ["Store", "StoredComparison", "migrations"]
-
-
-@dataclass(frozen=True)
-class StoredComparison:
-    id: int
-    user_id: str
-    prompt: str
-    chosen: str
-    rejected: str
-    prompt_hash: str
-    chosen_hash: str
-    rejected_hash: str
-    kind: str
-    strength: float
-    tie: bool
-    source: str
-    created_at: str
-
-
-def _now() -> str:
-    return utcnow().isoformat()
+__all__ = ["Store", "StoreBase", "StoredComparison", "migrations", "open_store"]
 
 
 #: rows of ``comparisons`` probed per item before falling back to one full pass (delete_user)
@@ -82,7 +71,9 @@ def _still_referenced(conn: sqlite3.Connection, hashes: Sequence[str]) -> set[st
     return used
 
 
-class Store:
+class Store(StoreBase):
+    """The SQLite store (the default): one file under the user directory, or in memory."""
+
     def __init__(self, db: Database | str | Path | None = None):
         if db is None:
             self.db = Database(memory=True)
@@ -112,6 +103,10 @@ class Store:
     @property
     def path(self) -> str:
         return self.db.conn.execute("PRAGMA database_list").fetchone()[2] or ":memory:"
+
+    @property
+    def location(self) -> str:
+        return self.path
 
     def close(self) -> None:
         self.db.close()
@@ -248,42 +243,7 @@ class Store:
         if not comps:
             return 0, 0
         now = _now()
-        items: dict[str, tuple[str, str, str | None, str | None, str]] = {}
-        text_hashes: dict[str, str] = {}
-        image_hashes: dict[str, str] = {}
-
-        def text_hash(text: str) -> str:
-            h = text_hashes.get(text)
-            if h is None:
-                h = text_hashes[text] = content_hash(text)
-                items[h] = (h, "text", text, None, now)
-            return h
-
-        def image_hash(uri: str) -> str:
-            h = image_hashes.get(uri)
-            if h is None:
-                h = image_hashes[uri] = content_hash("image:" + uri)
-                items[h] = (h, "image", None, uri, now)
-            return h
-
-        rows = []
-        users = set()
-        for c in comps:
-            item_hash = text_hash if c.kind == "text" else image_hash
-            users.add(c.user_id)
-            rows.append(
-                (
-                    c.user_id,
-                    text_hash(c.prompt),
-                    item_hash(c.chosen),
-                    item_hash(c.rejected),
-                    c.strength,
-                    int(c.tie),
-                    c.source,
-                    json.dumps(c.meta) if c.meta else "{}",
-                    now,
-                )
-            )
+        items, rows, users = comparison_rows(comps, now)
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO users(id, tenant, attributes, created_at) VALUES (?,?,'{}',?)",
@@ -421,15 +381,6 @@ class Store:
         return out
 
     # -- feature cache -----------------------------------------------------------------------
-    def get_features(self, encoder: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        """Cached features of texts on their own (``prompt_hash = ''``), by content hash."""
-        return {
-            h: v for (_, h), v in self.get_pair_features(encoder, [("", h) for h in hashes]).items()
-        }
-
-    def put_features(self, encoder: str, vectors: dict[str, np.ndarray]) -> None:
-        self.put_pair_features(encoder, {("", h): v for h, v in vectors.items()})
-
     def get_pair_features(
         self, encoder: str, keys: Sequence[tuple[str, str]]
     ) -> dict[tuple[str, str], np.ndarray]:
@@ -501,32 +452,18 @@ class Store:
         with self.transaction() as conn:
             conn.execute("UPDATE models SET metrics=? WHERE id=?", (json.dumps(metrics), model_id))
 
-    def _model_from_row(self, r: dict[str, Any]) -> ModelRecord:
-        return ModelRecord(
-            id=r["id"],
-            backend=r["backend"],
-            version=r["version"],
-            path=r["path"],
-            encoder=r["encoder"],
-            config=json.loads(r["config"]),
-            data=json.loads(r["data"]),
-            metrics=json.loads(r["metrics"]),
-            trained_at=datetime.fromisoformat(r["trained_at"]),
-            active=bool(r["active"]),
-        )
-
     def models(self, backend: str | None = None) -> list[ModelRecord]:
         if backend is None:
             rows = self._query("SELECT * FROM models ORDER BY trained_at, version")
         else:
             rows = self._query("SELECT * FROM models WHERE backend=? ORDER BY version", (backend,))
-        return [self._model_from_row(r) for r in rows]
+        return [model_from_row(r) for r in rows]
 
     def model(self, model_id: str) -> ModelRecord:
         rows = self._query("SELECT * FROM models WHERE id=?", (model_id,))
         if not rows:
             raise NotFoundError(f"unknown model {model_id!r}")
-        return self._model_from_row(rows[0])
+        return model_from_row(rows[0])
 
     def active_model(self, backend: str | None = None) -> ModelRecord | None:
         """The active model of ``backend``; without one, the most recently trained active model."""
@@ -538,7 +475,7 @@ class Store:
             rows = self._query(
                 "SELECT * FROM models WHERE active=1 AND backend=? LIMIT 1", (backend,)
             )
-        return self._model_from_row(rows[0]) if rows else None
+        return model_from_row(rows[0]) if rows else None
 
     def activate_model(self, model_id: str) -> None:
         rec = self.model(model_id)
@@ -582,38 +519,37 @@ class Store:
             )
         return len(rows)
 
-    def _profile_from_row(self, r: dict[str, Any]) -> UserProfile:
-        return UserProfile(
-            user_id=r["user_id"],
-            model_id=r["model_id"],
-            backend=r["backend"],
-            vector=from_blob(r["vector"], r["dim"]).tolist(),
-            uncertainty=None if r["uncertainty"] is None else from_blob(r["uncertainty"]).tolist(),
-            weights=None if r["weights"] is None else json.loads(r["weights"]),
-            n_comparisons=r["n_comparisons"],
-            source=r["source"],
-            created_at=datetime.fromisoformat(r["created_at"]),
-            updated_at=datetime.fromisoformat(r["updated_at"]),
-        )
-
     def profile(self, user_id: str, model_id: str) -> UserProfile | None:
         rows = self._query(
             "SELECT * FROM profiles WHERE user_id=? AND model_id=?", (user_id, model_id)
         )
-        return self._profile_from_row(rows[0]) if rows else None
+        return profile_from_row(rows[0]) if rows else None
 
     def profiles(self, model_id: str) -> list[UserProfile]:
         return [
-            self._profile_from_row(r)
+            profile_from_row(r)
             for r in self._query(
                 "SELECT * FROM profiles WHERE model_id=? ORDER BY user_id", (model_id,)
             )
         ]
 
-    def profile_matrix(self, model_id: str) -> tuple[list[str], np.ndarray]:
-        """All profile vectors of one model as (user ids, float32 matrix), for indexing."""
-        _, ids, mat = self.profile_rows(model_id)
-        return ids, mat
+    def profile_model_ids(self, user_id: str) -> list[str]:
+        sql = "SELECT model_id FROM profiles WHERE user_id=? ORDER BY model_id"
+        return [r["model_id"] for r in self._query(sql, (user_id,))]
+
+    def profile_users(self, model_id: str, *, without: str | None = None) -> list[str]:
+        if without is None:
+            sql, params = (
+                "SELECT user_id FROM profiles WHERE model_id=? ORDER BY user_id",
+                [model_id],
+            )
+        else:
+            sql = (
+                "SELECT user_id FROM profiles WHERE model_id=? AND user_id NOT IN "
+                "(SELECT user_id FROM profiles WHERE model_id=?) ORDER BY user_id"
+            )
+            params = [model_id, without]
+        return [r["user_id"] for r in self._query(sql, params)]
 
     def profile_rows(
         self, model_id: str, rowids: Sequence[int] | None = None
@@ -636,17 +572,7 @@ class Store:
                     raw += self.db.conn.execute(
                         f"{sql} AND rowid IN ({marks})", [model_id, *chunk]
                     ).fetchall()
-        if not raw:
-            return np.zeros(0, dtype=np.int64), [], np.zeros((0, 0), dtype=np.float32)
-        dims = {r[2] for r in raw}
-        if len(dims) != 1:
-            raise ValueError(
-                f"profiles of model {model_id!r} have vectors of lengths {sorted(dims)}"
-            )
-        dim = dims.pop()
-        blob = b"".join(r[3] for r in raw)
-        mat = np.frombuffer(blob, dtype="<f4").astype(np.float32).reshape(len(raw), dim)
-        return np.array([r[0] for r in raw], dtype=np.int64), [r[1] for r in raw], mat
+        return profile_matrix_of(model_id, raw)
 
     def count_profiles(self, model_id: str | None = None) -> int:
         if model_id is None:
@@ -673,20 +599,40 @@ class Store:
                 "DELETE FROM profiles WHERE user_id=? AND model_id=?", (user_id, model_id)
             ).rowcount
 
+    # -- the profile change log -------------------------------------------------------------
+    def install_change_log(self) -> None:
+        with self._lock:
+            changes.apply(self.db)
+
+    def change_log_head(self) -> int:
+        with self._lock:
+            row = self.db.conn.execute("SELECT max(seq) FROM profile_changes").fetchone()
+        return int(row[0] or 0)
+
+    def change_log_pruned_through(self) -> int:
+        sql = "SELECT through FROM profile_changes_pruned WHERE id=1"
+        with self._lock:
+            row = self.db.conn.execute(sql).fetchone()
+        return int(row[0]) if row else 0
+
+    def changed_profile_rows(self, model_id: str, after: int, through: int) -> list[int]:
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT DISTINCT row_id FROM profile_changes "
+                "WHERE seq > ? AND seq <= ? AND model_id = ?",
+                (after, through, model_id),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def prune_change_log_through(self, seq: int) -> int:
+        with self.transaction() as conn:
+            n = conn.execute("DELETE FROM profile_changes WHERE seq <= ?", (seq,)).rowcount
+            conn.execute("UPDATE profile_changes_pruned SET through=? WHERE id=1", (seq,))
+        return int(n)
+
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
-        counts = {
-            t: self.db[t].count
-            for t in (
-                "users",
-                "items",
-                "comparisons",
-                "features",
-                "models",
-                "profiles",
-                "online_eval",
-            )
-        }
+        counts = {t: self.db[t].count for t in TABLES}
         return {
             "path": self.path,
             "counts": counts,

@@ -98,6 +98,21 @@ def outcome_rows(
     tenant: str | None = None,
     user_id: str | None = None,
 ) -> list[dict[str, Any]]:
+    sql, params = outcome_query(model_id=model_id, since=since, tenant=tenant, user_id=user_id)
+    cur = conn.execute(sql, params)
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
+def outcome_query(
+    *,
+    model_id: str | None = None,
+    since: str | None = None,
+    tenant: str | None = None,
+    user_id: str | None = None,
+    mark: str = "?",
+) -> tuple[str, list[Any]]:
+    """The SQL (with ``mark`` placeholders) and parameters of :func:`outcome_rows`."""
     sql = (
         "SELECT o.model_id, o.user_id, o.margin, o.correct, o.new_items, o.n_before, o.state, "
         "o.created_at FROM online_eval o"
@@ -106,17 +121,15 @@ def outcome_rows(
     params: list[Any] = []
     if tenant is not None:
         sql += " JOIN users u ON u.id = o.user_id"
-        where.append("u.tenant = ?")
+        where.append(f"u.tenant = {mark}")
         params.append(tenant)
     for col, value in (("o.model_id", model_id), ("o.user_id", user_id)):
         if value is not None:
-            where.append(f"{col} = ?")
+            where.append(f"{col} = {mark}")
             params.append(value)
     if since is not None:
-        where.append("o.created_at >= ?")
+        where.append(f"o.created_at >= {mark}")
         params.append(since)
     if where:
         sql += " WHERE " + " AND ".join(where)
-    cur = conn.execute(sql + " ORDER BY o.id", params)
-    cols = [d[0] for d in cur.description]
-    return [dict(zip(cols, row)) for row in cur.fetchall()]
+    return sql + " ORDER BY o.id", params
