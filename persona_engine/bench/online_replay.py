@@ -61,6 +61,7 @@ class ReplayOptions:
     backend_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_per_user: int | None = None  # cap each arriving user's comparisons (None: all)
     offline: Path | None = None  # the reward benchmark's JSON on the same data
+    keep: Path | None = None  # keep the first backend's store of the last seed here (dashboards)
     resamples: int = 1000
 
 
@@ -91,8 +92,10 @@ def _replay_one(
     order: Sequence[int],
     options: ReplayOptions,
     log: Callable[[str], None],
+    keep: Path | None = None,
 ) -> dict[str, Any]:
-    """Copy the launched store, make ``model_id`` active, replay ``order`` through the service."""
+    """Copy the launched store, make ``model_id`` active, replay ``order`` through the service;
+    with ``keep``, copy the replayed store there."""
     from fastapi.testclient import TestClient
 
     from ..engine import Engine
@@ -101,9 +104,9 @@ def _replay_one(
     home = Path(tempfile.mkdtemp(prefix=f"replay-{backend}-"))
     try:
         shutil.copytree(template, home, dirs_exist_ok=True)
+        _relocate(home, template)
         engine = Engine(home, encoder=options.encoder, encoder_config=options.encoder_config)
-        with engine.store.transaction() as conn:  # the registry keeps absolute model paths
-            conn.execute("UPDATE models SET path = replace(path, ?, ?)", (str(template), str(home)))
+        with engine.store.transaction() as conn:
             conn.execute("UPDATE models SET active = (id = ?)", (model_id,))  # the one model served
         active = engine.store.active_model()
         if active is None or active.id != model_id:
@@ -128,6 +131,10 @@ def _replay_one(
         rows = engine.store.online_outcomes(model_id=model_id)
         errors = engine.online.errors
         engine.store.close()
+        if keep is not None:
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(home, keep)
+            _relocate(keep, home)
     finally:
         shutil.rmtree(home, ignore_errors=True)
     if len(rows) != len(order):
@@ -136,6 +143,16 @@ def _replay_one(
             f"({errors} scoring failures)"
         )
     return {"rows": rows, "wall_s": wall, "requests_per_s": len(order) / wall}
+
+
+def _relocate(home: Path, old: Path) -> None:
+    """A copied home's registry still names model files under ``old`` (paths are absolute)."""
+    import sqlite3
+
+    conn = sqlite3.connect(home / "persona.db")
+    with conn:
+        conn.execute("UPDATE models SET path = replace(path, ?, ?)", (str(old), str(home)))
+    conn.close()
 
 
 def _launch(
@@ -216,11 +233,17 @@ def summarize(
                 f"{b} and {names[0]} did not replay the same comparisons in the same order"
             )
         diff = base["correct"] - a["correct"]
+        fresh = base["new"]
         paired[f"{names[0]}-{b}"] = {
             label: _paired(base["users"][m], diff[m], rng, resamples)
             for label, *_ in BINS
             for m in [base["bin"] == label]
         } | {"overall": _paired(base["users"], diff, rng, resamples)}
+        paired[f"{names[0]}-{b} new items"] = {
+            label: _paired(base["users"][m], diff[m], rng, resamples)
+            for label, *_ in BINS
+            for m in [(base["bin"] == label) & fresh]
+        } | {"overall": _paired(base["users"][fresh], diff[fresh], rng, resamples)}
     return {"curves": curves, "paired": paired}
 
 
@@ -298,7 +321,10 @@ def run_online_replay(
                 log(
                     f"seed {seed}: replaying {len(order)} comparisons of {len(arriving)} users under {models[b]}"
                 )
-                res = _replay_one(template, b, models[b], comps, order, options, log)
+                keep = (
+                    options.keep if (seed, b) == (options.seeds[-1], options.backends[0]) else None
+                )
+                res = _replay_one(template, b, models[b], comps, order, options, log, keep)
                 runs[b].append(res["rows"])
                 info["runs"][b] = {
                     "wall_s": round(res["wall_s"], 1),

@@ -40,6 +40,12 @@ from .bench import bench
     help="The reward benchmark's JSON on the same data (persona bench reward --out), shown beside.",
 )
 @click.option(
+    "--keep",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the replayed store of the first backend and last seed here (to open the dashboard on it).",
+)
+@click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Write the result JSON here."
 )
 @click.option(
@@ -56,6 +62,7 @@ def bench_online(
     encoder: str,
     max_per_user: int | None,
     offline: Path | None,
+    keep: Path | None,
     out: Path | None,
     plot_path: Path | None,
 ) -> None:
@@ -78,6 +85,7 @@ def bench_online(
         encoder=encoder,
         max_per_user=max_per_user,
         offline=offline,
+        keep=keep,
     )
     result = run_online_replay(options, log=lambda m: click.echo(m, err=True))
     click.echo(format_table(result))
