@@ -21,6 +21,7 @@ from ..engine import Engine
 from ..errors import PersonaEngineError
 from .auth import KeyRing
 from .config import ServiceConfig
+from .dashboard import install_dashboard
 from .errors import ERROR_RESPONSES, install_error_handlers
 from .limits import BodySizeLimit
 from .metrics import MetricsMiddleware, ServiceMetrics
@@ -94,4 +95,5 @@ def create_app(
     protected = [Depends(authenticate)]
     for router in (users_router, scoring_router, admin_router):
         app.include_router(router, dependencies=protected)
+    install_dashboard(app)  # its pages check the key in their own login cookie
     return app

@@ -101,29 +101,39 @@ def _neighbour(item: Any) -> tuple[str, float | None]:
     return str(item.user_id), getattr(item, "distance", None)
 
 
+def similar_in_tenant(
+    engine: Engine, scope: TenantScope, stored: str, k: int, model: str | None = None
+) -> list[tuple[str, float | None]]:
+    """The ``k`` nearest users of the stored user ``stored`` among the tenant's own users, as
+    (stored id, distance), closest first (the API route and the dashboard's user page)."""
+    find = engine_capability(engine, "similar_users", "the profile index")
+    fetch = k
+    while (
+        True
+    ):  # other tenants' users are filtered out, so ask for more until k remain or none are left
+        found = [_neighbour(x) for x in find(stored, k=fetch, model=model)]
+        visible = scope.visible(u for u, _ in found)
+        mine = [(u, d) for u, d in found if u in visible and u != stored]
+        if len(mine) >= k or len(found) < fetch or fetch >= 10_000:
+            break
+        fetch = min(10_000, fetch * 4 + 16)
+    return mine[:k]
+
+
 @router.post(
     "/v1/similar-users",
     response_model=SimilarOut,
     summary="The users nearest to a user in the model's space",
 )
 def similar_users(body: SimilarIn, state: State, scope: Scope) -> SimilarOut:
-    find = engine_capability(state.engine, "similar_users", "the profile index")
+    engine_capability(state.engine, "similar_users", "the profile index")
     stored = scope.require_user(body.user_id)
-    fetch = body.k
-    while (
-        True
-    ):  # other tenants' users are filtered out, so ask for more until k remain or none are left
-        found = [_neighbour(x) for x in find(stored, k=fetch, model=body.model)]
-        visible = scope.visible(u for u, _ in found)
-        mine = [(u, d) for u, d in found if u in visible and u != stored]
-        if len(mine) >= body.k or len(found) < fetch or fetch >= 10_000:
-            break
-        fetch = min(10_000, fetch * 4 + 16)
+    mine = similar_in_tenant(state.engine, scope, stored, body.k, body.model)
     return SimilarOut(
         user_id=body.user_id,
         neighbours=[
             Neighbour(user_id=scope.api_id(u), distance=None if d is None else float(d))
-            for u, d in mine[: body.k]
+            for u, d in mine
         ],
     )
 
