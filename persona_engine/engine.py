@@ -23,6 +23,7 @@ from .encoders.cache import candidate_features, comparison_arrays, encode_cached
 from .engine_profiles import UserProfilesMixin
 from .errors import InvalidInputError, NoModelError, UnknownUserError
 from .ingest import IngestReport, ingest_jsonl
+from .model_files import local_model_dir
 from .online import OnlineEvaluator, online_report
 from .paths import user_dir
 from .plugins import PluginManager, get_plugin_manager
@@ -323,7 +324,7 @@ class Engine(UserProfilesMixin):
                 if isinstance(v, (int, float, str, type(None)))
             },
         )
-        record = self.store.add_model(record, activate=False)
+        record = self.store.add_model(record, activate=False, files=path)
         if model.vector_dim or counts is not None:
             now = utcnow()
             self.store.put_profiles(
@@ -392,7 +393,7 @@ class Engine(UserProfilesMixin):
         rec = self.model_record(model)
         with self._lock:
             if rec.id not in self._models:
-                self._models[rec.id] = load_backend(rec.path)
+                self._models[rec.id] = load_backend(local_model_dir(self.store, rec, self.home))
             return rec, self._models[rec.id]
 
     def model_encoder(self, rec: ModelRecord) -> Encoder:

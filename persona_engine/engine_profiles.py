@@ -9,7 +9,7 @@ export/import (:mod:`persona_engine.profile_io`), and the index side of deleting
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from .active import QueryPair, candidate_pairs, plausible_vectors, select_queries
 from .errors import InvalidInputError, NotFoundError, UnknownUserError
+from .model_files import local_model_dir, resave_model
 from .profile_io import ProfileExport, export_profile, import_profile
 from .profile_updates import profiled_elsewhere, rederive_profiles
 from .schemas import ModelRecord, UserProfile, content_hash
@@ -41,6 +42,7 @@ class UserProfilesMixin:
     """Methods of :class:`Engine` about user profiles (see the module docstring)."""
 
     store: StoreBase
+    home: Path
     cold_start: ColdStart
     _indexes: ProfileIndexes
     _models: dict[str, RewardBackend]
@@ -89,6 +91,13 @@ class UserProfilesMixin:
             raise UnknownUserError(f"unknown user {user_id!r}")
         _, _, state, _ = self.user_state(user_id, model=rec.id)
         return index.search(state.vector, k, exclude=[user_id])[0]
+
+    def follow_profile_changes(self) -> Callable[[], None] | None:
+        """Keep the similar-user indexes in memory in step with every process's profile changes
+        as they commit, on a thread of the store's, where the store notifies (PostgreSQL).
+        Returns the function that stops it, or None (SQLite: an index catches up from the
+        change log when it is queried, as it also does here)."""
+        return self.store.watch_profile_changes(self._indexes.sync_loaded)
 
     def fit_attribute_prior(self, model: str | None = None) -> AttributePrior | None:
         """(Re)fit the attribute-to-vector regression of the model (None without enough users)."""
@@ -237,11 +246,11 @@ class UserProfilesMixin:
             cached += backend.users.pop(user_id, None) is not None
         rewritten = 0
         for rec in self.store.models():
-            cfg = Path(rec.path) / "config.json"
+            cfg = local_model_dir(self.store, rec, self.home) / "config.json"
             if cfg.exists() and user_id in json.loads(cfg.read_text()).get("users", []):
                 _, backend = self.load_model(rec.id)
                 backend.users.pop(user_id, None)
-                backend.save(rec.path)
+                resave_model(self.store, rec, backend, self.home)
                 rewritten += 1
         self.cold_start.forget()
         return {"index_entries": len(touched), "cached_states": cached, "model_files": rewritten}

@@ -1,4 +1,6 @@
+import itertools
 import os
+from collections.abc import Iterator
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -10,7 +12,34 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+from persona_engine.testing.postgres import (  # noqa: E402
+    PostgresServer,
+    PostgresUnavailable,
+    throwaway_postgres,
+)
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the session. The PostgreSQL tests never skip: without
+    server binaries (or ``pgserver``) they fail and say what to install."""
+    try:
+        with throwaway_postgres() as server:
+            yield server
+    except PostgresUnavailable as e:
+        pytest.fail(f"the PostgreSQL tests need a server: {e}", pytrace=False)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the test server."""
+    name = f"pe_{os.getpid()}_{next(_names)}"
+    url = postgres_server.create_database(name)
+    yield url
+    postgres_server.drop_database(name)
 
 
 @pytest.fixture(autouse=True)

@@ -99,12 +99,13 @@ def population_texts(n_users: int = 40, per_user: int = 10, seed: int = 0) -> li
     return out
 
 
-def prepare_home(home: Path, encoder: str) -> str:
-    """Record a population, train ``bt`` on it, create an API key; returns the key."""
+def prepare_home(home: Path, encoder: str, database: str | None = None) -> str:
+    """Record a population, train ``bt`` on it, create an API key; returns the key. The store is
+    ``home``'s SQLite file, or ``database``."""
     from ..engine import Engine
     from ..service.auth import KeyRing
 
-    engine = Engine(home, encoder=encoder)
+    engine = Engine(home, database=database, encoder=encoder)
     engine.record(population_texts())
     engine.train("bt", {"training": {"epochs": 50, "patience": 5}})
     key = KeyRing(engine.store).create(name="bench")[1]
@@ -113,10 +114,11 @@ def prepare_home(home: Path, encoder: str) -> str:
 
 
 class ServerProcess:
-    """``python -m persona_engine.service`` on 127.0.0.1 with its own user directory."""
+    """``python -m persona_engine.service`` on 127.0.0.1 with its own user directory, on its
+    SQLite file or on ``database`` (passed in the environment)."""
 
-    def __init__(self, home: Path, port: int, encoder: str):
-        self.home, self.port, self.encoder = home, port, encoder
+    def __init__(self, home: Path, port: int, encoder: str, database: str | None = None):
+        self.home, self.port, self.encoder, self.database = home, port, encoder, database
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "server.log"
 
@@ -128,6 +130,8 @@ class ServerProcess:
         import httpx
 
         env = {**os.environ, "PERSONA_ENGINE_HOME": str(self.home), "HF_HUB_OFFLINE": "1"}
+        if self.database is not None:
+            env["PERSONA_ENGINE_DATABASE"] = self.database
         cmd = [
             sys.executable,
             "-m",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,6 +34,18 @@ from .bench import bench
 )
 @click.option("--no-fault", is_flag=True, help="Skip the kill -9 run.")
 @click.option(
+    "--database",
+    default=None,
+    help="A postgresql:// URL the servers share (with --replicas; default: a throwaway server).",
+)
+@click.option(
+    "--replicas",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Server processes on one PostgreSQL database (more than 1 needs PostgreSQL).",
+)
+@click.option(
     "--home",
     type=click.Path(path_type=Path),
     default=None,
@@ -53,6 +66,8 @@ def bench_serve(
     encoder: str,
     fault_writes: int,
     no_fault: bool,
+    database: str | None,
+    replicas: int,
     home: Path | None,
     out: Path | None,
 ) -> None:
@@ -68,6 +83,9 @@ def bench_serve(
         encoder=encoder,
         fault_writes=fault_writes,
     )
+    if database is not None or replicas > 1:
+        _replicas(cfg, database, replicas, not no_fault, out)
+        return
     result = run_serve_bench(cfg, home=home, fault=not no_fault)
     load = result["load"]
     click.echo(f"load run: {writers} writers + {readers} readers on 127.0.0.1, {load['wall_s']} s")
@@ -91,6 +109,46 @@ def bench_serve(
             f"fault run: SIGKILL after {f['killed_after_acknowledged']} acknowledged writes; acknowledged {f['writes_acknowledged']}, "
             f"found after restart {f['acknowledged_found_after_restart']}, lost {f['lost']}, integrity {f['integrity_check']}, "
             f"restart {f['restart_s']} s"
+        )
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        click.echo(f"wrote {out}")
+
+
+def _replicas(cfg: Any, database: str | None, replicas: int, fault: bool, out: Path | None) -> None:
+    from ..bench.serve_replicas import run_replicas_bench
+    from ..errors import InvalidInputError
+    from ..store.postgres import is_postgres_url
+
+    if database is not None and not is_postgres_url(database):
+        raise InvalidInputError("--database must be a postgresql:// URL (replicas share it)")
+    result = run_replicas_bench(cfg, database=database, replicas=replicas, fault=fault)
+    load = result["load"]
+    click.echo(
+        f"load run: {replicas} replicas on PostgreSQL, {cfg.writers} writers + {cfg.readers} "
+        f"readers spread over them, {load['wall_s']} s"
+    )
+    click.echo(f"{'kind':<8}{'requests':>10}{'ok':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for kind in ("record", "score"):
+        k = load[kind]
+        click.echo(
+            f"{kind:<8}{k['requests']:>10}{k['ok']:>8}{k['requests_per_s']:>9}{k['p50_ms']:>9}{k['p99_ms']:>9}"
+        )
+    click.echo(
+        f"acknowledged writes {load['writes_acknowledged']}, found {load['acknowledged_found']}, "
+        f"stored twice {load['stored_twice']}, lost {load['lost']}, integrity {load['integrity_check']}"
+    )
+    if "fault" in result:
+        f = result["fault"]
+        other = f["other_replicas"]
+        click.echo(
+            f"fault run: SIGKILL of replica 0 after {f['killed_after_acknowledged']} acknowledged "
+            f"writes; acknowledged {f['writes_acknowledged']}, found {f['acknowledged_found']}, "
+            f"lost {f['lost']}; the other replicas: {other['record']['ok']} writes and "
+            f"{other['score']['ok']} scores ok, error rate {other['error_rate']}; replica 0 "
+            f"restarted in {f['restart_s']} s, reads the others' writes: "
+            f"{f['restarted_replica_reads_other_replicas_writes']}"
         )
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import echo_json
+from .common import echo_json, get_store
 
 
 def _keyring():  # type: ignore[no-untyped-def]
-    from ..paths import db_path
     from ..service.auth import KeyRing
-    from ..store import Store
 
-    return KeyRing(Store(db_path()))
+    return KeyRing(get_store())
 
 
 @cli.group()

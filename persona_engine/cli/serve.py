@@ -8,6 +8,7 @@ import click
 
 from ..errors import InvalidInputError
 from . import cli
+from .common import database_option
 
 
 @cli.command()
@@ -76,7 +77,10 @@ def serve(
         max_body_bytes=max_body_bytes,
         synchronous="full" if durable else "normal",
     )
-    app = create_app(config=config)
+    from ..engine import Engine
+
+    engine = Engine(database=database_option(), encoder=encoder, encoder_config=enc_config)
+    app = create_app(engine, config=config)
     if config.auth and not any(k["revoked_at"] is None for k in app.state.service.keys.list()):
         click.echo(
             "warning: no API key yet, so every request but /health gets 401; create one with `persona keys create`",

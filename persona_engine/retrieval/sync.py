@@ -175,6 +175,12 @@ class ProfileIndexes:
         prune_change_log(self.store)
         return len(changed)
 
+    def sync_loaded(self) -> int:
+        """Sync every index in memory with the log (when told that profiles changed); returns
+        rows re-read."""
+        with self._lock:
+            return sum(self.sync(index) for index in list(self._indexes.values()))
+
     def _replace(self, index: ProfileIndex, fresh: ProfileIndex) -> None:
         """Swap ``fresh``'s contents into ``index`` (callers may hold a reference to it)."""
         with index._lock:

@@ -25,7 +25,7 @@ from .dashboard import install_dashboard
 from .errors import ERROR_RESPONSES, install_error_handlers
 from .limits import BodySizeLimit
 from .metrics import MetricsMiddleware, ServiceMetrics
-from .reads import StoreReader, sqlite_store
+from .reads import StoreReader
 from .routes_admin import health_router
 from .routes_admin import router as admin_router
 from .routes_scoring import router as scoring_router
@@ -59,7 +59,7 @@ def create_app(
     if engine is None:
         engine = Engine(encoder=config.encoder, encoder_config=config.encoder_config)
     if config.synchronous == "full":
-        sqlite_store(engine.store).db.execute("PRAGMA synchronous=FULL")
+        engine.store.set_durability(True)
     reader = StoreReader(engine.store)
     writer = SingleWriter(config.write_queue)
     state = ServiceState(
@@ -75,7 +75,11 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         writer.start()
         await run_in_threadpool(_preload, engine)
+        # other replicas' profile changes reach this one's indexes as they commit (PostgreSQL)
+        unfollow = engine.follow_profile_changes()
         yield
+        if unfollow is not None:
+            unfollow()
         state.training.shutdown()
         writer.stop()
 

@@ -5,7 +5,7 @@ A key looks like ``pe_<id>_<secret>``: ``id`` (8 hex characters) names the row, 
 usable keys. (A slow password hash is unnecessary for 256-bit random secrets.) Keys are sent as
 ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
-The keys table belongs to this module's own migration set, applied to the engine's database.
+The keys live in the store (``api_keys``), so every replica of the service shares them.
 """
 
 from __future__ import annotations
@@ -18,33 +18,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlite_utils import Database, Migrations
-
 from ..errors import InvalidInputError, NotFoundError
 from ..schemas import utcnow
 from ..store import StoreBase
 from .errors import UnauthorizedError
-from .reads import StoreReader, sqlite_store
-
-migrations = Migrations("persona_engine.service")
 
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,48}$")
 _KEY_PATTERN = re.compile(r"^pe_([0-9a-f]{8})_([A-Za-z0-9_\-]{20,100})$")
-
-
-@migrations()
-def m001_api_keys(db: Database) -> None:
-    db.execute(
-        """
-        CREATE TABLE api_keys (
-            id TEXT PRIMARY KEY,
-            hash TEXT NOT NULL,
-            tenant TEXT NOT NULL DEFAULT '',
-            name TEXT NOT NULL DEFAULT '',
-            created_at TEXT NOT NULL,
-            revoked_at TEXT
-        )"""
-    )
 
 
 @dataclass(frozen=True)
@@ -74,14 +54,12 @@ class KeyRing:
 
     A verified key is remembered for ``cache_s`` seconds (by its hash), so a busy server does not
     read the keys table on every request. Revoking through this object takes effect at once;
-    revoking from another process (``persona keys revoke`` beside a running server) within
-    ``cache_s``. Unknown keys are never cached, so a new key works at once.
+    revoking from another process (``persona keys revoke`` beside a running server, or
+    another replica) within ``cache_s``. Unknown keys are never cached, so a new key works at once.
     """
 
     def __init__(self, store: StoreBase, *, cache_s: float = 5.0):
-        self.store = store = sqlite_store(store)
-        migrations.apply(store.db)
-        self.reader = StoreReader(store)
+        self.store = store
         self.cache_s = cache_s
         self._verified: dict[str, tuple[float, Principal]] = {}
 
@@ -92,26 +70,18 @@ class KeyRing:
             raise InvalidInputError("a key name is at most 200 characters")
         key_id = secrets.token_hex(4)
         key = f"pe_{key_id}_{secrets.token_urlsafe(32)}"
-        with self.store.transaction() as conn:
-            conn.execute(
-                "INSERT INTO api_keys(id, hash, tenant, name, created_at) VALUES (?,?,?,?,?)",
-                (key_id, hash_key(key), tenant, name, utcnow().isoformat()),
-            )
+        self.store.add_api_key(
+            key_id, hash_key(key), tenant=tenant, name=name, created_at=utcnow().isoformat()
+        )
         return key_id, key
 
     def list(self) -> list[dict[str, Any]]:
-        rows = self.reader.query(
-            "SELECT id, tenant, name, created_at, revoked_at FROM api_keys ORDER BY created_at"
-        )
-        return [dict(zip(("id", "tenant", "name", "created_at", "revoked_at"), r)) for r in rows]
+        fields = ("id", "tenant", "name", "created_at", "revoked_at")
+        return [{k: row[k] for k in fields} for row in self.store.api_keys()]
 
     def revoke(self, key_id: str) -> None:
-        with self.store.transaction() as conn:
-            n = conn.execute(
-                "UPDATE api_keys SET revoked_at=? WHERE id=? AND revoked_at IS NULL",
-                (utcnow().isoformat(), key_id),
-            ).rowcount
-            exists = conn.execute("SELECT 1 FROM api_keys WHERE id=?", (key_id,)).fetchone()
+        n = self.store.revoke_api_key(key_id, utcnow().isoformat())
+        exists = n or self.store.api_key(key_id) is not None
         self._verified = {h: v for h, v in self._verified.items() if v[1].key_id != key_id}
         if not exists:
             raise NotFoundError(f"no API key with id {key_id!r}")
@@ -132,14 +102,12 @@ class KeyRing:
         cached = self._verified.get(digest)
         if cached is not None and cached[0] > now:
             return cached[1]
-        rows = self.reader.query(
-            "SELECT hash, tenant, revoked_at FROM api_keys WHERE id=?", (match.group(1),)
-        )
-        if not rows or not hmac.compare_digest(rows[0][0], digest):
+        row = self.store.api_key(match.group(1))
+        if row is None or not hmac.compare_digest(row["hash"], digest):
             raise UnauthorizedError("invalid API key")
-        if rows[0][2] is not None:
+        if row["revoked_at"] is not None:
             raise UnauthorizedError("this API key has been revoked")
-        principal = Principal(key_id=match.group(1), tenant=rows[0][1])
+        principal = Principal(key_id=match.group(1), tenant=row["tenant"])
         if len(self._verified) > 10_000:
             self._verified.clear()
         self._verified[digest] = (now + self.cache_s, principal)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
@@ -176,12 +176,4 @@ class _StateCollector(Collector):
 
 def _recent_margins(state: ServiceState, window: int) -> list[tuple[str, int, np.ndarray]]:
     """Per model version with outcomes: (id, number of outcomes, margins of the last ``window``)."""
-    out: list[tuple[str, int, np.ndarray]] = []
-    reader = state.reader
-    for model_id, n in reader.query("SELECT model_id, count(*) FROM online_eval GROUP BY model_id"):
-        rows: list[Any] = reader.query(
-            "SELECT margin FROM online_eval WHERE model_id=? ORDER BY id DESC LIMIT ?",
-            (model_id, window),
-        )
-        out.append((model_id, int(n), np.array([r[0] for r in rows], dtype=np.float64)))
-    return out
+    return state.reader.store.online_margins(window)

@@ -19,7 +19,7 @@ router = APIRouter(tags=["models"])
 
 @health_router.get("/health", response_model=HealthOut, summary="Liveness (no key needed)")
 async def health(state: State) -> HealthOut:
-    state.reader.query("SELECT 1")
+    state.reader.store.ping()
     return HealthOut(status="ok", version=__version__)
 
 

@@ -34,8 +34,7 @@ class TenantScope:
 
     def owner(self, stored_id: str) -> str | None:
         """The tenant of a stored user, or None when there is no such user."""
-        rows = self.reader.query("SELECT tenant FROM users WHERE id=?", (stored_id,))
-        return rows[0][0] if rows else None
+        return self.reader.store.user_tenants([stored_id]).get(stored_id)
 
     def exists(self, user_id: str) -> bool:
         return self.owner(self.stored_id(user_id)) == self.tenant
@@ -49,31 +48,14 @@ class TenantScope:
 
     def visible(self, stored_ids: Iterable[str]) -> set[str]:
         """The subset of ``stored_ids`` that belongs to this tenant."""
-        ids = list(dict.fromkeys(stored_ids))
-        out: set[str] = set()
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.reader.query(
-                f"SELECT id FROM users WHERE tenant=? AND id IN ({marks})", [self.tenant, *chunk]
-            )
-            out.update(r[0] for r in rows)
-        return out
+        owners = self.reader.store.user_tenants(list(stored_ids))
+        return {u for u, tenant in owners.items() if tenant == self.tenant}
 
     def foreign(self, stored_ids: Iterable[str]) -> list[str]:
-        """The ids among ``stored_ids`` that exist and belong to another tenant (one query)."""
+        """The ids among ``stored_ids`` that exist and belong to another tenant."""
         ids = list(dict.fromkeys(stored_ids))
-        out: list[str] = []
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.reader.query(
-                f"SELECT id FROM users WHERE tenant != ? AND id IN ({marks})", [self.tenant, *chunk]
-            )
-            out.extend(r[0] for r in rows)
-        return out
+        owners = self.reader.store.user_tenants(ids)
+        return [u for u in ids if u in owners and owners[u] != self.tenant]
 
     def count_users(self) -> int:
-        return int(
-            self.reader.query("SELECT count(*) FROM users WHERE tenant=?", (self.tenant,))[0][0]
-        )
+        return self.reader.store.count_users(self.tenant)

@@ -4,8 +4,9 @@ It fits a backend on the stored comparisons and registers the new version *inact
 (``Engine.train(activate=False)``); the service switches to it once it is loaded. Running in its
 own process keeps the server's event loop and GIL free for scoring, and a crash or kill of the
 worker leaves the previous version active (model files are written to a temporary directory and
-renamed; the registry row and profiles are written in transactions). The last line on stdout is
-JSON: ``{"model_id": ...}`` or ``{"error": {"code", "message"}}``.
+renamed; the registry row and profiles are written in transactions). The store is the one
+``PERSONA_ENGINE_DATABASE`` names (the service sets it: a path, or a URL with its password). The
+last line on stdout is JSON: ``{"model_id": ...}`` or ``{"error": {"code", "message"}}``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="persona_engine.service.train_worker")
     parser.add_argument("--home", required=True, type=Path)
-    parser.add_argument("--db", required=True, type=Path)
     parser.add_argument("--backend", required=True)
     parser.add_argument("--config", default="{}", help="backend options as JSON")
     parser.add_argument("--encoder", required=True)
@@ -28,12 +28,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..engine import Engine
     from ..errors import PersonaEngineError
-    from ..store import Store
 
     try:
         engine = Engine(
             args.home,
-            store=Store(args.db),
             encoder=args.encoder,
             encoder_config=json.loads(args.encoder_config),
         )

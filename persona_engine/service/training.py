@@ -13,17 +13,23 @@ the switch). When the worker has registered the new version (inactive), this run
 4. flips the registry's ``active`` flag in one transaction on the single writer: every request
    sees either the old version or the new one.
 
-One run at a time (a second is a 409): versions are numbered when a run registers its model.
+One run at a time, across every replica on the store (a second is a 409): a run holds the
+store's ``training`` lock (:meth:`~persona_engine.store.StoreBase.try_lock`: a PostgreSQL advisory
+lock, a file lock beside a SQLite file) from its start to its switch, since versions are numbered
+when a run registers its model. The worker opens the store from ``PERSONA_ENGINE_DATABASE`` in
+its environment (a URL's password never appears on a command line).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -32,10 +38,13 @@ from ..config import make_config
 from ..engine import Engine
 from ..errors import ConflictError, NotFoundError
 from ..schemas import utcnow
-from .reads import StoreReader, sqlite_store
+from ..store.open import ENV_DATABASE
+from .reads import StoreReader
 from .writer import SingleWriter
 
 log = logging.getLogger("persona_engine.service")
+#: the store-wide lock a training run holds
+TRAINING_LOCK = "training"
 
 
 @dataclass
@@ -91,6 +100,12 @@ class TrainingRunner:
                 raise ConflictError(
                     f"training job {running.id} ({running.backend}) is still running; wait for it"
                 )
+            release = self.engine.store.try_lock(TRAINING_LOCK)
+            if release is None:
+                raise ConflictError(
+                    "another replica of the service is training a model on this store; "
+                    "one training job runs at a time: wait for it, then retry"
+                )
             job = TrainJob(id=uuid.uuid4().hex[:12], backend=backend, config=dict(config))
             self.jobs[job.id] = job
             self._deleted.clear()
@@ -99,7 +114,7 @@ class TrainingRunner:
             ]:
                 self.jobs.pop(old.id, None)
         thread = threading.Thread(
-            target=self._run, args=(job,), name=f"persona-train-{job.id}", daemon=True
+            target=self._run, args=(job, release), name=f"persona-train-{job.id}", daemon=True
         )
         self._threads.append(thread)
         thread.start()
@@ -132,8 +147,6 @@ class TrainingRunner:
             "persona_engine.service.train_worker",
             "--home",
             str(eng.home),
-            "--db",
-            sqlite_store(eng.store).path,
             "--backend",
             job.backend,
             "--config",
@@ -144,10 +157,15 @@ class TrainingRunner:
             json.dumps(eng.encoder_config),
         ]
 
-    def _run(self, job: TrainJob) -> None:
+    def _run(self, job: TrainJob, release: Callable[[], None]) -> None:
+        env = {**os.environ, ENV_DATABASE: self.engine.store.database}
         try:
             self._proc = subprocess.Popen(
-                self._command(job), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                self._command(job),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
             )
             try:
                 out, err = self._proc.communicate(timeout=self.timeout_s)
@@ -172,6 +190,7 @@ class TrainingRunner:
         finally:
             job.finished_at = utcnow()
             self._proc = None
+            release()
 
     @staticmethod
     def _last_json(out: str) -> dict[str, Any]:
@@ -190,11 +209,8 @@ class TrainingRunner:
         previous = eng.store.active_model(rec.backend)
         if backend.personalized and previous is not None:
             # profiled under the version being replaced (e.g. onboarded while this one trained)
-            stale = self.reader.query(
-                "SELECT user_id FROM profiles WHERE model_id=? AND user_id NOT IN (SELECT user_id FROM profiles WHERE model_id=?)",
-                (previous.id, model_id),
-            )
-            users = [u for (u,) in stale if u not in self._deleted]
+            stale = eng.store.profile_users(previous.id, without=model_id)
+            users = [u for u in stale if u not in self._deleted]
             update = getattr(eng, "update_profiles", None)
             if callable(update) and users:
                 update(users, model=model_id)  # batched re-embedding, where the engine has it

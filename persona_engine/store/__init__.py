@@ -8,9 +8,10 @@ share a single writer path; SQLite's own locking orders writers of different pro
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,10 @@ from .base import (
 )
 from .base import now_iso as _now
 from .changelog import changes
-from .migrations import migrations
+from .migrations import migrations, service_migrations
 from .online import OnlineOutcome, batch_history, insert_outcomes, outcome_rows
 from .open import open_store
+from .read_connections import ReadConnections
 from .vectors import from_blob, to_blob
 
 __all__ = ["Store", "StoreBase", "StoredComparison", "migrations", "open_store"]
@@ -88,6 +90,8 @@ class Store(StoreBase):
         self._lock = threading.RLock()
         self._configure()
         migrations.apply(self.db)
+        service_migrations.apply(self.db)
+        self._readers = None if self.path == ":memory:" else ReadConnections(self.path)
 
     def _configure(self) -> None:
         conn = self.db.conn
@@ -108,8 +112,40 @@ class Store(StoreBase):
     def location(self) -> str:
         return self.path
 
+    @property
+    def database(self) -> str:
+        return self.path
+
     def close(self) -> None:
+        if self._readers is not None:
+            self._readers.close()
         self.db.close()
+
+    def set_durability(self, full: bool) -> None:
+        with self._lock:
+            self.db.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """On this thread's read-only connection (an in-memory store has one connection: then
+        on it, under the write lock)."""
+        if self._readers is None:
+            with self._lock:
+                return self.db.conn.execute(sql, params).fetchall()
+        return self._readers.query(sql, params)
+
+    def try_lock(self, name: str) -> Callable[[], None] | None:
+        """An ``flock`` on ``<file>.<name>.lock`` beside the database (in memory: per process)."""
+        if self._readers is None:
+            return super().try_lock(name)
+        import fcntl
+
+        fd = os.open(f"{self.path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return lambda: os.close(fd)  # closing the descriptor drops the lock
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -426,7 +462,10 @@ class Store(StoreBase):
         row = self._query("SELECT max(version) AS v FROM models WHERE backend=?", (backend,))
         return int(row[0]["v"] or 0) + 1
 
-    def add_model(self, record: ModelRecord, *, activate: bool = True) -> ModelRecord:
+    def add_model(
+        self, record: ModelRecord, *, activate: bool = True, files: Path | None = None
+    ) -> ModelRecord:
+        """Register a version; its files stay on disk at ``record.path`` (``files`` is unused)."""
         with self.transaction() as conn:
             if activate:
                 conn.execute("UPDATE models SET active=0 WHERE backend=?", (record.backend,))
@@ -629,6 +668,25 @@ class Store(StoreBase):
             n = conn.execute("DELETE FROM profile_changes WHERE seq <= ?", (seq,)).rowcount
             conn.execute("UPDATE profile_changes_pruned SET through=? WHERE id=1", (seq,))
         return int(n)
+
+    # -- API keys ----------------------------------------------------------------------------
+    def add_api_key(
+        self, key_id: str, digest: str, *, tenant: str = "", name: str = "", created_at: str
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO api_keys(id, hash, tenant, name, created_at) VALUES (?,?,?,?,?)",
+                (key_id, digest, tenant, name, created_at),
+            )
+
+    def revoke_api_key(self, key_id: str, at: str) -> int:
+        with self.transaction() as conn:
+            return int(
+                conn.execute(
+                    "UPDATE api_keys SET revoked_at=? WHERE id=? AND revoked_at IS NULL",
+                    (at, key_id),
+                ).rowcount
+            )
 
     # -- status ------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

@@ -8,21 +8,28 @@ conformance suite (``tests/store/test_store_conformance.py``).
 from __future__ import annotations
 
 import json
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import NotFoundError
 from ..schemas import Comparison, ModelRecord, UserProfile, content_hash, utcnow
 from .online import OnlineOutcome
 from .vectors import from_blob
 
 #: tables every store holds, in the order ``status()`` counts them
 TABLES = ("users", "items", "comparisons", "features", "models", "profiles", "online_eval")
+_KEY_COLUMNS = "id, hash, tenant, name, created_at, revoked_at"
+#: the per-process locks of :meth:`StoreBase.try_lock`'s default
+_LOCAL_LOCKS: dict[tuple[int, str], threading.Lock] = {}
+_LOCAL_LOCKS_GUARD = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -150,10 +157,21 @@ class StoreBase(ABC):
     ``location`` names the store for people (a file path, or a URL without its password).
     """
 
+    #: whether model files live in the store itself (PostgreSQL: every replica reads them from
+    #: there) or only on the disk of the process that trained them (SQLite)
+    keeps_model_files: bool = False
+
     # -- lifecycle ---------------------------------------------------------------------------
     @property
     @abstractmethod
     def location(self) -> str: ...
+
+    @property
+    @abstractmethod
+    def database(self) -> str:
+        """What :func:`~persona_engine.store.open_store` takes to open this store from another
+        process: a file path, or the URL *with* its password (pass it in the environment, never
+        on a command line or in a log)."""
 
     @abstractmethod
     def close(self) -> None: ...
@@ -166,7 +184,51 @@ class StoreBase(ABC):
     def read_snapshot(self) -> AbstractContextManager[Any]:
         """One read transaction: every store call inside it (same thread) sees the same state."""
 
+    def set_durability(self, full: bool) -> None:
+        """Whether a commit also survives power loss (SQLite's ``synchronous=FULL``). The
+        default does nothing: PostgreSQL's commits are as durable as its server is configured."""
+        return None
+
+    @abstractmethod
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one read-only statement, on a connection that never waits for the writer
+        (SQLite: a read-only connection per thread, WAL; PostgreSQL: one of the pool's). ``?``
+        marks a parameter on both stores, so the SQL must be portable between them."""
+
+    def ping(self) -> None:
+        """Raise when the store cannot answer a read."""
+        self.read("SELECT 1")
+
+    def try_lock(self, name: str) -> Callable[[], None] | None:
+        """Take the exclusive lock ``name`` shared by every process on this store, without
+        waiting: the function that releases it, or None when another holder has it. A lock dies
+        with its process. (The default is per process, for stores no other process opens.)"""
+        with _LOCAL_LOCKS_GUARD:
+            lock = _LOCAL_LOCKS.setdefault((id(self), name), threading.Lock())
+        return lock.release if lock.acquire(blocking=False) else None
+
+    def watch_profile_changes(self, callback: Callable[[], object]) -> Callable[[], None] | None:
+        """Call ``callback`` (on a thread of its own) soon after any process commits a change
+        to the profiles; returns the function that stops watching, or None where the store
+        cannot notify (SQLite: indexes catch up from the change log when they are queried)."""
+        return None
+
     # -- users -------------------------------------------------------------------------------
+    def user_tenants(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """The tenant of each of ``user_ids`` that exists (reads that never wait for the writer)."""
+        ids = list(dict.fromkeys(user_ids))
+        out: dict[str, str] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            out.update(self.read(f"SELECT id, tenant FROM users WHERE id IN ({marks})", chunk))
+        return out
+
+    def count_users(self, tenant: str | None = None) -> int:
+        if tenant is None:
+            return int(self.read("SELECT count(*) FROM users")[0][0])
+        return int(self.read("SELECT count(*) FROM users WHERE tenant = ?", (tenant,))[0][0])
+
     @abstractmethod
     def upsert_user(
         self, user_id: str, *, attributes: dict[str, Any] | None = None, tenant: str = ""
@@ -224,6 +286,19 @@ class StoreBase(ABC):
         user_id: str | None = None,
     ) -> list[dict[str, Any]]: ...
 
+    def online_margins(self, window: int) -> list[tuple[str, int, np.ndarray]]:
+        """Per model version with online outcomes: (id, how many, margins of its last ``window``)."""
+        out = []
+        for model_id, n in self.read(
+            "SELECT model_id, count(*) FROM online_eval GROUP BY model_id"
+        ):
+            rows = self.read(
+                "SELECT margin FROM online_eval WHERE model_id = ? ORDER BY id DESC LIMIT ?",
+                (model_id, int(window)),
+            )
+            out.append((str(model_id), int(n), np.array([r[0] for r in rows], dtype=np.float64)))
+        return out
+
     @abstractmethod
     def count_comparisons(self, user_id: str | None = None) -> int: ...
 
@@ -261,7 +336,25 @@ class StoreBase(ABC):
     def next_model_version(self, backend: str) -> int: ...
 
     @abstractmethod
-    def add_model(self, record: ModelRecord, *, activate: bool = True) -> ModelRecord: ...
+    def add_model(
+        self, record: ModelRecord, *, activate: bool = True, files: Path | None = None
+    ) -> ModelRecord:
+        """Register a version. ``files``: its saved directory, stored with the row (in the same
+        transaction) when the store keeps model files; SQLite leaves them on disk."""
+
+    def put_model_files(self, model_id: str, directory: Path) -> None:
+        """Store (replace) the files of ``directory`` as ``model_id``'s, where the store keeps
+        model files; the default keeps them on disk only."""
+        return None
+
+    def model_files_digest(self, model_id: str) -> str | None:
+        """A digest of the model files the store holds for ``model_id`` (None: none held, the
+        files are at the record's ``path``)."""
+        return None
+
+    def write_model_files(self, model_id: str, directory: Path) -> None:
+        """Write the stored files of ``model_id`` into the new directory ``directory``."""
+        raise NotFoundError(f"{self.location} keeps no model files (model {model_id})")
 
     @abstractmethod
     def set_model_metrics(self, model_id: str, metrics: dict[str, Any]) -> None: ...
@@ -339,6 +432,26 @@ class StoreBase(ABC):
     @abstractmethod
     def prune_change_log_through(self, seq: int) -> int:
         """Drop entries with ``seq <= seq`` and remember it; returns how many went."""
+
+    # -- API keys of the HTTP service (only their SHA-256 digests) ---------------------------
+    @abstractmethod
+    def add_api_key(
+        self, key_id: str, digest: str, *, tenant: str = "", name: str = "", created_at: str
+    ) -> None: ...
+
+    @abstractmethod
+    def revoke_api_key(self, key_id: str, at: str) -> int:
+        """Mark an unrevoked key revoked; returns 1, or 0 when it is unknown or revoked already."""
+
+    def api_key(self, key_id: str) -> dict[str, Any] | None:
+        """The key's row (``hash``, ``tenant``, ``revoked_at``, ...), read without waiting for
+        the writer; None when there is none."""
+        rows = self.read(f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+        return dict(zip(_KEY_COLUMNS.split(", "), rows[0])) if rows else None
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        rows = self.read(f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, id")
+        return [dict(zip(_KEY_COLUMNS.split(", "), r)) for r in rows]
 
     # -- status ------------------------------------------------------------------------------
     @abstractmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlite_utils import Database, Migrations
 
 migrations = Migrations("persona_engine")
+#: the HTTP service's API keys: their own set, under the name they had when the service applied it
+service_migrations = Migrations("persona_engine.service")
 
 
 @migrations()
@@ -150,3 +152,18 @@ def m003_online_eval(db: Database) -> None:
     )
     db.execute("CREATE INDEX idx_online_model_time ON online_eval(model_id, created_at)")
     db.execute("CREATE INDEX idx_online_user ON online_eval(user_id)")
+
+
+@service_migrations()
+def m001_api_keys(db: Database) -> None:
+    db.execute(
+        """
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            hash TEXT NOT NULL,
+            tenant TEXT NOT NULL DEFAULT '',
+            name TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        )"""
+    )

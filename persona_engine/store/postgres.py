@@ -15,6 +15,7 @@ import json
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -34,6 +35,7 @@ from .base import (
     profile_matrix_of,
 )
 from .online import OnlineOutcome, outcome_query
+from .postgres_replicas import ReplicaSharing
 from .postgres_schema import MIGRATIONS, applied_migrations, apply_migrations
 from .vectors import from_blob, to_blob
 
@@ -77,7 +79,7 @@ def _reason(error: Exception, url: str) -> str:
     return text.replace(password, "***") if password else text
 
 
-class PostgresStore(StoreBase):
+class PostgresStore(ReplicaSharing, StoreBase):
     """A store in a PostgreSQL database.
 
     :param url: ``postgresql://[user[:password]@][host][:port]/dbname[?host=/socket/dir]``.
@@ -133,9 +135,12 @@ class PostgresStore(StoreBase):
             with self.pool.connection() as conn:
                 yield conn
         except self._errors as e:
-            raise StoreUnavailableError(
-                f"PostgreSQL {self._where} is unavailable: {_reason(e, self.url)}"
-            ) from e
+            raise self._unavailable(e) from e
+
+    def _unavailable(self, error: Exception) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"PostgreSQL {self._where} is unavailable: {_reason(error, self.url)}"
+        )
 
     @contextmanager
     def _pinned(self, snapshot: bool) -> Iterator[Any]:
@@ -424,7 +429,11 @@ class PostgresStore(StoreBase):
     def next_model_version(self, backend: str) -> int:
         return self._count("SELECT max(version) FROM models WHERE backend = %s", (backend,)) + 1
 
-    def add_model(self, record: ModelRecord, *, activate: bool = True) -> ModelRecord:
+    def add_model(
+        self, record: ModelRecord, *, activate: bool = True, files: Path | None = None
+    ) -> ModelRecord:
+        """Register a version, and store the files of ``files`` with it in the same transaction
+        (see :mod:`.postgres_replicas`)."""
         with self.transaction() as conn:
             if activate:
                 conn.execute("UPDATE models SET active = 0 WHERE backend = %s", (record.backend,))
@@ -444,6 +453,8 @@ class PostgresStore(StoreBase):
                     int(activate),
                 ),
             )
+            if files is not None:
+                self.put_model_files(record.id, files)
         return record.model_copy(update={"active": activate})
 
     def set_model_metrics(self, model_id: str, metrics: dict[str, Any]) -> None:

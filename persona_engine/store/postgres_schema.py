@@ -26,6 +26,8 @@ MIGRATION_SET = "persona_engine"
 #: advisory lock keys (bigint), scoped to one database
 MIGRATION_LOCK = 0x7065_7273_6F6E_0001
 CHANGE_LOG_LOCK = 0x7065_7273_6F6E_0002
+#: the channel every commit that changes profiles notifies (see m006)
+PROFILE_CHANGES_CHANNEL = "persona_profile_changes"
 
 MIGRATIONS: list[tuple[str, list[str]]] = [
     (
@@ -156,6 +158,50 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
                 "EXECUTE FUNCTION persona_log_profile_changes()"
                 for event, table in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD"))
             ),
+        ],
+    ),
+    (
+        "m004_api_keys",
+        [
+            """CREATE TABLE api_keys (
+                id TEXT PRIMARY KEY,
+                hash TEXT NOT NULL,
+                tenant TEXT NOT NULL DEFAULT '',
+                name TEXT NOT NULL DEFAULT '',
+                created_at TEXT NOT NULL,
+                revoked_at TEXT
+            )""",
+        ],
+    ),
+    (
+        "m005_model_files",
+        [
+            """CREATE TABLE model_files (
+                model_id TEXT NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                chunk INTEGER NOT NULL,
+                sha256 TEXT NOT NULL,
+                data BYTEA NOT NULL,
+                PRIMARY KEY (model_id, name, chunk)
+            )""",
+        ],
+    ),
+    (
+        # the log's function also notifies listeners; delivered at commit, once per transaction
+        "m006_profile_change_notify",
+        [
+            f"""CREATE OR REPLACE FUNCTION persona_log_profile_changes() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NOT EXISTS (SELECT 1 FROM changed) THEN
+                    RETURN NULL;
+                END IF;
+                PERFORM pg_advisory_xact_lock({CHANGE_LOG_LOCK});
+                INSERT INTO profile_changes(model_id, row_id)
+                    SELECT model_id, row_id FROM changed ORDER BY row_id;
+                PERFORM pg_notify('{PROFILE_CHANGES_CHANNEL}', '');
+                RETURN NULL;
+            END $$""",
         ],
     ),
 ]

@@ -44,12 +44,15 @@ def population(n_users: int = 6, per_user: int = 8, prefix: str = "u") -> list[d
     return out
 
 
-def make_engine(home: Path) -> Engine:
+def make_engine(home: Path, database: str | None = None) -> Engine:
+    """An engine on the hashing encoder, its store in ``home`` (or at ``database``: a URL)."""
     # load_backend() finds backends in the process-wide plugin manager, so the test backend goes there
     plugins = get_plugin_manager()
     if "svc_peruser" not in plugins.names("backends"):
         plugins.register_module(peruser_backend, name="svc_test")
-    return Engine(home, encoder="hashing", encoder_config=HASHING, plugins=plugins)
+    return Engine(
+        home, database=database, encoder="hashing", encoder_config=HASHING, plugins=plugins
+    )
 
 
 class Api:

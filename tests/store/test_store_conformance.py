@@ -252,3 +252,56 @@ def test_delete_user_removes_everything_of_the_user(store):
     assert json.loads(json.dumps(store.status()))["counts"]["users"] == 1
     assert store.integrity_check() == "ok"
     assert store.delete_user("u1")["users"] == 0  # again: nothing left to delete
+
+
+def test_api_keys_and_tenants_are_shared_by_every_connection(store, connect):
+    store.add_api_key("k1", "digest", tenant="shop", name="web", created_at="2026-01-01T00:00:00")
+    store.add_comparisons([comp("alice")], tenant="shop")
+    store.upsert_user("bob")
+    other = connect()  # another process would see the same
+    assert other.api_key("k1") == {
+        "id": "k1",
+        "hash": "digest",
+        "tenant": "shop",
+        "name": "web",
+        "created_at": "2026-01-01T00:00:00",
+        "revoked_at": None,
+    }
+    assert other.user_tenants(["alice", "bob", "nobody"]) == {"alice": "shop", "bob": ""}
+    assert other.count_users("shop") == 1 and other.count_users() == 2
+    assert other.revoke_api_key("k1", "2026-01-02") == 1 and store.revoke_api_key("k1", "x") == 0
+    assert [k["revoked_at"] for k in store.api_keys()] == ["2026-01-02"]
+    assert store.revoke_api_key("no-such-key", "x") == 0 and store.api_key("no-such-key") is None
+
+
+def test_a_named_lock_has_one_holder_until_released(store, connect):
+    release = store.try_lock("training")
+    assert release is not None
+    assert connect().try_lock("training") is None  # held, whoever asks
+    release()
+    again = connect().try_lock("training")
+    assert again is not None
+    again()
+
+
+def test_model_files_travel_with_the_registry_where_the_store_keeps_them(
+    store, tmp_path, monkeypatch
+):
+    monkeypatch.setattr("persona_engine.store.postgres_replicas.CHUNK_BYTES", 1000)  # 26 chunks
+    saved = tmp_path / "saved"
+    (saved / "sub").mkdir(parents=True)
+    (saved / "config.json").write_text('{"users": ["u1"]}')
+    (saved / "sub" / "model.safetensors").write_bytes(bytes(range(256)) * 100)
+    store.add_model(
+        ModelRecord(id="m-v1", backend="m", version=1, path=str(saved), encoder="e"),
+        files=saved,
+    )
+    if not store.keeps_model_files:  # SQLite: the files stay where training saved them
+        assert store.model_files_digest("m-v1") is None
+        return
+    digest = store.model_files_digest("m-v1")
+    store.write_model_files("m-v1", tmp_path / "copy")
+    assert (tmp_path / "copy" / "sub" / "model.safetensors").read_bytes() == bytes(range(256)) * 100
+    (saved / "config.json").write_text('{"users": []}')
+    store.put_model_files("m-v1", saved)
+    assert store.model_files_digest("m-v1") not in (None, digest)
