@@ -158,34 +158,75 @@ class OnlineEvaluator:
 
 
 # -- the report ------------------------------------------------------------------------------
+def cluster_summaries(
+    users: np.ndarray,
+    correct: np.ndarray,
+    loss: np.ndarray,
+    subsets: dict[str, np.ndarray],
+    rng: np.random.Generator,
+    B: int,
+    *,
+    chunk: int = 100,
+) -> dict[str, dict[str, Any]]:
+    """Accuracy and log-loss over the comparisons of each subset (a boolean mask over the rows),
+    with 95% CIs from one bootstrap over users shared by every subset (a user's comparisons are
+    not independent of each other).
+
+    Each resample draws the users with replacement and every subset's figure is the ratio of its
+    resampled sums (a domain estimate: a subset's users are whatever the resample drew of them).
+    The resample weights are drawn ``chunk`` resamples at a time and applied to all subsets in one
+    product, so the report costs about one bootstrap however many subsets it shows.
+    """
+    ids, inv = np.unique(users, return_inverse=True)
+    n_users = len(ids)
+    names = list(subsets)
+    # per user and subset: comparisons, hits, summed loss (columns of one matrix)
+    per_user = np.zeros((n_users, 3 * len(names)))
+    out: dict[str, dict[str, Any]] = {}
+    for j, name in enumerate(names):
+        m = subsets[name].astype(np.float64)
+        per_user[:, 3 * j] = np.bincount(inv, weights=m, minlength=n_users)
+        per_user[:, 3 * j + 1] = np.bincount(inv, weights=m * correct, minlength=n_users)
+        per_user[:, 3 * j + 2] = np.bincount(inv, weights=m * loss, minlength=n_users)
+        n = int(per_user[:, 3 * j].sum())
+        out[name] = (
+            {
+                "n": n,
+                "users": int((per_user[:, 3 * j] > 0).sum()),
+                "accuracy": float(per_user[:, 3 * j + 1].sum() / n),
+                "log_loss": float(per_user[:, 3 * j + 2].sum() / n),
+                "ci": None,
+                "log_loss_ci": None,
+            }
+            if n
+            else {"n": 0, "users": 0, "accuracy": None, "ci": None, "log_loss": None}
+        )
+    if n_users < 2 or B < 1:
+        return out
+    draws = []
+    for start in range(0, B, chunk):
+        size = min(chunk, B - start)
+        w = rng.multinomial(n_users, np.full(n_users, 1.0 / n_users), size=size)
+        draws.append(w.astype(np.float64) @ per_user)
+    sums = np.concatenate(draws)  # (B, 3 * subsets)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for j, name in enumerate(names):
+            if out[name]["users"] < 2:
+                continue
+            denom = sums[:, 3 * j]
+            acc = sums[:, 3 * j + 1] / denom
+            ll = sums[:, 3 * j + 2] / denom
+            out[name]["ci"] = [float(v) for v in np.nanquantile(acc, [0.025, 0.975])]
+            out[name]["log_loss_ci"] = [float(v) for v in np.nanquantile(ll, [0.025, 0.975])]
+    return out
+
+
 def cluster_summary(
     users: np.ndarray, correct: np.ndarray, loss: np.ndarray, rng: np.random.Generator, B: int
 ) -> dict[str, Any]:
-    """Accuracy and log-loss over comparisons, with 95% CIs from a bootstrap over users (a
-    user's comparisons are not independent of each other)."""
-    n = len(correct)
-    if n == 0:
-        return {"n": 0, "users": 0, "accuracy": None, "ci": None, "log_loss": None}
-    ids, inv = np.unique(users, return_inverse=True)
-    counts = np.bincount(inv).astype(np.float64)
-    hits = np.bincount(inv, weights=correct).astype(np.float64)
-    losses = np.bincount(inv, weights=loss).astype(np.float64)
-    out: dict[str, Any] = {
-        "n": int(n),
-        "users": int(len(ids)),
-        "accuracy": float(hits.sum() / n),
-        "log_loss": float(losses.sum() / n),
-        "ci": None,
-        "log_loss_ci": None,
-    }
-    if len(ids) >= 2:
-        w = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=B).astype(np.float64)
-        denom = w @ counts
-        acc = (w @ hits) / denom
-        ll = (w @ losses) / denom
-        out["ci"] = [float(np.quantile(acc, 0.025)), float(np.quantile(acc, 0.975))]
-        out["log_loss_ci"] = [float(np.quantile(ll, 0.025)), float(np.quantile(ll, 0.975))]
-    return out
+    """:func:`cluster_summaries` of all the rows."""
+    everything = np.ones(len(correct), dtype=bool)
+    return cluster_summaries(users, correct, loss, {"all": everything}, rng, B)["all"]
 
 
 def _since(value: str | None) -> str | None:
@@ -271,29 +312,35 @@ def _model_report(
     new = np.array([bool(r["new_items"]) for r in rows])
     days = np.array([r["created_at"][:10] for r in rows])
 
-    def summary(mask: np.ndarray) -> dict[str, Any]:
-        return cluster_summary(users[mask], correct[mask], loss[mask], rng, resamples)
-
-    everything = np.ones(len(rows), dtype=bool)
-    curve = []
-    for label, lo, hi in ANSWER_BUCKETS:
-        in_bucket = (n_before >= lo) & (n_before <= (np.inf if hi is None else hi))
-        curve.append(
-            {
-                "answers": label,
-                "all": summary(in_bucket),
-                "new_items": summary(in_bucket & new),
-            }
-        )
     tail = np.zeros(len(rows), dtype=bool)
     tail[-window:] = True
+    subsets: dict[str, np.ndarray] = {
+        "overall": np.ones(len(rows), dtype=bool),
+        "window": tail,
+        "new_items": new,
+    }
+    for label, lo, hi in ANSWER_BUCKETS:
+        in_bucket = (n_before >= lo) & (n_before <= (np.inf if hi is None else hi))
+        subsets[f"answers {label}"] = in_bucket
+        subsets[f"answers {label} new"] = in_bucket & new
+    day_list = sorted(set(days.tolist()))
+    for d in day_list:
+        subsets[f"day {d}"] = days == d
+    fig = cluster_summaries(users, correct, loss, subsets, rng, resamples)
     report: dict[str, Any] = {
         "model_id": model_id,
-        "overall": summary(everything),
-        "window": {"size": int(tail.sum()), **summary(tail)},
-        "new_items": summary(new),
-        "by_answers": curve,
-        "daily": [{"day": d, **summary(days == d)} for d in sorted(set(days.tolist()))],
+        "overall": fig["overall"],
+        "window": {"size": int(tail.sum()), **fig["window"]},
+        "new_items": fig["new_items"],
+        "by_answers": [
+            {
+                "answers": label,
+                "all": fig[f"answers {label}"],
+                "new_items": fig[f"answers {label} new"],
+            }
+            for label, *_ in ANSWER_BUCKETS
+        ],
+        "daily": [{"day": d, **fig[f"day {d}"]} for d in day_list],
         "worst_users": _worst_users(users, correct, loss, recent, min_recent, worst),
         "first": rows[0]["created_at"],
         "last": rows[-1]["created_at"],
