@@ -22,14 +22,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-#: server settings for tests: no durability, no TCP
-_SETTINGS = {
-    "listen_addresses": "''",
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
-    "max_connections": "300",
-}
+#: server settings for tests: no TCP
+_SETTINGS = {"listen_addresses": "''", "max_connections": "300"}
+#: and no durability, unless a test stops the server and counts what survived
+_FAST = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 
 class PostgresUnavailable(RuntimeError):
@@ -57,9 +53,15 @@ def find_bindir() -> Path | None:
 class PostgresServer:
     """A running test server: ``url(db)``, ``create_database(name)``, ``drop_database(name)``."""
 
-    def __init__(self, url: Callable[[str], str], stop: Callable[[], None]):
+    def __init__(
+        self,
+        url: Callable[[str], str],
+        stop: Callable[[], None],
+        start: Callable[[], None] | None = None,
+    ):
         self._url = url
         self._stop = stop
+        self._start = start
 
     def url(self, dbname: str = "postgres") -> str:
         return self._url(dbname)
@@ -80,6 +82,12 @@ class PostgresServer:
     def stop(self) -> None:
         self._stop()
 
+    def start(self) -> None:
+        """Start the server again after :meth:`stop` (same data: what was committed is there)."""
+        if self._start is None:
+            raise PostgresUnavailable("this server cannot be restarted")
+        self._start()
+
 
 def _run(cmd: list[str], what: str, log: Path | None = None) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -91,7 +99,7 @@ def _run(cmd: list[str], what: str, log: Path | None = None) -> None:
 
 
 @contextmanager
-def _system_server(bindir: Path) -> Iterator[PostgresServer]:
+def _system_server(bindir: Path, durable: bool) -> Iterator[PostgresServer]:
     root = os.geteuid() == 0
     prefix: list[str] = []
     directory = tempfile.mkdtemp(prefix="pe-pg-")  # short: a socket path has ~100 bytes
@@ -113,7 +121,8 @@ def _system_server(bindir: Path) -> Iterator[PostgresServer]:
             prefix = [runuser, f"--reuid={account.pw_uid}", f"--regid={account.pw_gid}"]
             prefix += ["--init-groups", "--"]
     data, log = Path(directory) / "data", Path(directory) / "server.log"
-    options = f"-k {directory} " + " ".join(f"-c {k}={v}" for k, v in _SETTINGS.items())
+    settings = _SETTINGS if durable else {**_SETTINGS, **_FAST}
+    options = f"-k {directory} " + " ".join(f"-c {k}={v}" for k, v in settings.items())
     pg_ctl = [*prefix, str(bindir / "pg_ctl"), "-D", str(data)]
     try:
         _run(
@@ -121,14 +130,21 @@ def _system_server(bindir: Path) -> Iterator[PostgresServer]:
             + ["-E", "UTF8", "--locale=C", "--no-sync"],
             "initdb",
         )
-        _run(
-            [*pg_ctl, "-o", options, "-l", str(log), "-w", "-t", "60", "start"], "pg_ctl start", log
-        )
+
+        def start() -> None:
+            _run(
+                [*pg_ctl, "-o", options, "-l", str(log), "-w", "-t", "60", "start"],
+                "pg_ctl start",
+                log,
+            )
 
         def stop() -> None:
             subprocess.run([*pg_ctl, "-m", "immediate", "-w", "stop"], capture_output=True)
 
-        server = PostgresServer(lambda db: f"postgresql://postgres@/{db}?host={directory}", stop)
+        start()
+        server = PostgresServer(
+            lambda db: f"postgresql://postgres@/{db}?host={directory}", stop, start
+        )
         try:
             yield server
         finally:
@@ -153,11 +169,12 @@ def _pgserver() -> Iterator[PostgresServer]:
 
 
 @contextmanager
-def throwaway_postgres() -> Iterator[PostgresServer]:
-    """Start a test server (see the module's docstring); stop and delete it on exit."""
+def throwaway_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """Start a test server (see the module's docstring); stop and delete it on exit. Without
+    ``durable``, commits are not flushed (fast): a stopped server loses its last ones."""
     bindir = find_bindir()
     if bindir is not None:
-        with _system_server(bindir) as server:
+        with _system_server(bindir, durable) as server:
             yield server
         return
     try:

@@ -150,3 +150,46 @@ def test_one_training_job_at_a_time_across_replicas(replicas: tuple[Api, Api]) -
         "POST", "/v1/score", json={"user_id": "u0", "candidates": [LONG, SHORT], "model": "bt"}
     )
     assert r.json()["model_id"] == "bt-v2"  # a loads the version b trained
+
+
+def test_the_database_going_away_is_a_503_and_the_service_recovers(tmp_path: Path) -> None:
+    """A server of its own (stopped and started here): while the database is down, writes and
+    reads answer 503 with a clear message; nothing acknowledged before is lost, and the service
+    answers again once the database is back, without a restart."""
+    from persona_engine.testing.postgres import throwaway_postgres
+
+    with throwaway_postgres(durable=True) as server:  # what was acknowledged must survive the stop
+        url = server.create_database("outage")
+        engine = make_engine(tmp_path / "home", url)
+        engine.record(population())
+        engine.train("svc_peruser")
+        with open_api(engine) as api:
+            before = population(n_users=2, per_user=3, prefix="before")
+            assert (
+                api.call("POST", "/v1/comparisons/batch", json={"comparisons": before}).status_code
+                == 201
+            )
+            server.stop()
+            down = api.call("POST", "/v1/comparisons", json=population(1, 1, prefix="down")[0])
+            assert down.status_code == 503, down.text
+            assert "database" in down.json()["error"]["message"].lower()
+            score = api.call(
+                "POST",
+                "/v1/score",
+                json={"user_id": "u0", "prompt": "question 1", "candidates": [LONG, SHORT]},
+            )
+            assert score.status_code == 503, score.text
+            server.start()
+            deadline = time.time() + 30
+            while (
+                again := api.call(
+                    "POST", "/v1/comparisons", json=population(1, 1, prefix="after")[0]
+                )
+            ).status_code == 503:
+                assert time.time() < deadline, again.text
+                time.sleep(0.5)
+            assert again.status_code == 201, again.text
+            users = {c["user_id"] for c in before}
+            stored = {c.user_id for c in engine.store.comparisons(users=sorted(users))}
+            assert stored == users and engine.store.count_comparisons() == 48 + 6 + 1
+        engine.store.close()
