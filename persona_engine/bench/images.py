@@ -3,16 +3,25 @@
 1. Train the default PPD model in code (:mod:`persona_engine_ppd.recipe`): the tiny-image
    encoder, the base UNet (denoising loss), then the user adapter with user-conditioned
    Diffusion-DPO across many simulated training users.
-2. Held-out users (random preference directions, in opposite pairs ``w``/``-w``) label 4 pairs of
-   fresh images each; they are onboarded through an :class:`~persona_engine.engine.Engine` (image
-   files, the store's feature cache, a stored profile per user).
+2. Two splits of held-out users label 4 pairs of fresh images each: ``like_training`` (random
+   preference directions outside the held-out octant, as the training users were drawn, in
+   opposite pairs ``w``/``-w``) and ``held_out_region`` (directions inside the octant no training
+   user occupies: generalization to unseen tastes). They are onboarded through an
+   :class:`~persona_engine.engine.Engine` (image files, the store's feature cache, a stored
+   profile per user).
 3. Sample every user with the same initial noises as the unconditioned base model and judge each
    personalized image against the base image of the same noise by the user's gold reward (win
    rate), measure how far the gold features move toward each user's preference, how far opposite
    users move apart, and what the picture grids show.
 
-Figures: ``images.json``; pictures: ``images_grid.png`` (base vs personalized for showcase users)
-and ``images_interpolation.png`` (between two users).
+Every number is stamped with the image encoder that produced it (``tiny-image``: self-supervised,
+the default; ``tiny-image-supervised``: an oracle read-out of the gold attributes, for comparison)
+and a linear probe of how much of the gold features that encoder's embedding holds.
+
+Several seeds run in turn; each seed's figures are kept (``images_seed{N}.json``), and
+``images.json`` summarises them: the mean over seeds with a 95% t-interval, every seed, the worst
+seed; never the best alone. Pictures (first seed): ``images_grid.png`` (base vs personalized for
+showcase users) and ``images_interpolation.png`` (between two users).
 """
 
 from __future__ import annotations
@@ -157,6 +166,41 @@ def _user_metrics(rewards: np.ndarray, base_rewards: np.ndarray) -> dict[str, fl
     }
 
 
+def _split_metrics(
+    users: list[Any], imgs: np.ndarray, zb: np.ndarray, scale: Any, seed: int
+) -> dict[str, Any]:
+    """Win rate over the base (with a bootstrap CI over users) and reward gain of users who come
+    without an opposite partner (the held-out region)."""
+    per_user = [_user_metrics(u.reward(scale(imgs[i])), u.reward(zb)) for i, u in enumerate(users)]
+    wins = np.array([m["win_rate"] for m in per_user])
+    gains = np.array([m["reward_gain"] for m in per_user])
+    return {
+        "win_rate_vs_base": float(wins.mean()),
+        "win_rate_vs_base_ci95": _bootstrap(wins, seed),
+        "users_moved_toward_preference": float((gains > 0).mean()),
+        "reward_gain_vs_base": float(gains.mean()),
+        "valid_shape_rate": _valid_shape_rate(imgs.reshape(-1, *imgs.shape[2:])),
+    }
+
+
+def encoder_probe(run: Any, seed: int) -> list[float]:
+    """R^2 of a linear read-out of each gold feature from the encoder's embedding (fitted on the
+    training pool, measured on fresh images): what the encoder knows, measured after training."""
+    from persona_engine_ppd.recipe import embed_with
+    from persona_engine_ppd.synthetic import linear_probe_r2, render_shapes
+
+    size, dim = run.model.backbone.image_size, run.model.user_dim
+    fresh = render_shapes(1000, size=size, rng=np.random.default_rng(seed + 202))
+    n = min(len(run.task.pool), 4000)
+    r2 = linear_probe_r2(
+        run.features[:n],
+        run.task.z[:n],
+        embed_with(run.encoder_state, fresh.images, size, dim),
+        run.task.scale(fresh.images),
+    )
+    return [round(float(x), 3) for x in r2]
+
+
 def evaluate(
     run: Any,
     engine: Any,
@@ -177,7 +221,15 @@ def evaluate(
 
     model, task = run.model, run.task
     rng = np.random.default_rng(seed + 101)
-    users = simulate_users(test_users, rng=rng, prefix="heldout", opposite_pairs=True)
+    octant = run.metrics.get("held_out_octant")
+    users = simulate_users(
+        test_users, rng=rng, prefix="heldout", opposite_pairs=True, exclude_octant=octant
+    )
+    region = (
+        simulate_users(test_users, rng=rng, prefix="region", within_octant=octant)
+        if octant is not None
+        else []
+    )
     showcase = [
         SimulatedUser(name, np.asarray(w, dtype=np.float32)) for name, w in SHOWCASE.items()
     ]
@@ -191,7 +243,9 @@ def evaluate(
     z = task.scale(pool.images)
     tau = run.metrics.get("label_tau", 4.0)
     t0 = time.perf_counter()
-    vectors = _onboard(engine, gen, users + showcase + interp, pool, z, SHOTS, rng, tau, image_dir)
+    vectors = _onboard(
+        engine, gen, users + region + showcase + interp, pool, z, SHOTS, rng, tau, image_dir
+    )
     onboard_ms = (time.perf_counter() - t0) * 1000 / len(vectors)
 
     # the ceiling of the embedding: each held-out user pooled from 64 pairs instead of 4
@@ -240,6 +294,13 @@ def evaluate(
     }
     g_main = max(guidance_scales)
     conditions[f"ppd_64pairs_g{g_main:g}"] = draw([many_vectors[u.id] for u in users], g_main)
+    region_results = {
+        f"ppd_g{g:g}": _split_metrics(
+            region, draw([vectors[u.id] for u in region], g), zb, task.scale, seed
+        )
+        for g in guidance_scales
+        if region
+    }
     sample_seconds = time.perf_counter() - t0
 
     results: dict[str, Any] = {}
@@ -311,6 +372,11 @@ def evaluate(
         "onboard_ms_per_user": onboard_ms,
         "sampling_seconds": sample_seconds,
         "conditions": results,
+        "held_out_region": {
+            "octant": octant,
+            "users": len(region),
+            "conditions": region_results,
+        },
         "quality": quality,
         "interpolation": {
             "users": [interp[0].id, interp[1].id],
@@ -373,53 +439,38 @@ def draw_grids(pictures: dict[str, Any], out_dir: Path) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
-def run_images_bench(
+def run_seed(
     *,
-    preset: str = "cpu",
-    seed: int = 0,
-    out_dir: str | Path = "benchmarks/results",
-    work_dir: str | Path | None = None,
-    overrides: dict[str, Any] | None = None,
-    guidance_scales: tuple[float, ...] = (1.0, 3.0),
-    device: str = "cpu",
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Train (or resume from ``work_dir``) and evaluate; write ``images.json`` and the grids."""
-    import json
-    import tempfile
+    preset: str,
+    seed: int,
+    work: Path,
+    overrides: dict[str, Any] | None,
+    guidance_scales: tuple[float, ...],
+    encoder_objective: str | None,
+    device: str,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train (or resume from ``work``) and evaluate one seed: (its figures, its pictures)."""
+    from persona_engine_ppd import register_model
+    from persona_engine_ppd.recipe import SyntheticRecipeConfig, train_synthetic
 
     from ..config import make_config
     from ..engine import Engine
 
-    try:
-        from persona_engine_ppd import register_model
-        from persona_engine_ppd.recipe import SyntheticRecipeConfig, train_synthetic
-    except ImportError as e:  # pragma: no cover - the plugin ships with the package
-        raise InvalidInputError(
-            f"the images benchmark needs the ppd plugin and diffusers: {e}"
-        ) from None
-    if preset not in PRESETS:
-        raise InvalidInputError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
     spec = PRESETS[preset]
     recipe = _deep_update(spec["recipe"], {"seed": seed})
     for stage in ("encoder_training", "pretrain", "dpo"):
         recipe[stage] = {**recipe[stage], "device": device, "seed": seed}
     recipe = _deep_update(recipe, (overrides or {}).get("recipe", {}))
+    if encoder_objective is not None:
+        recipe["encoder_objective"] = encoder_objective
     cfg = make_config(SyntheticRecipeConfig, recipe)
-    work = (
-        Path(work_dir)
-        if work_dir is not None
-        else Path(tempfile.mkdtemp(prefix="persona-bench-images-"))
-    )
     started = time.perf_counter()
     run = train_synthetic(cfg, work / "model", work_dir=work / "checkpoints", progress=progress)
     run.metrics["label_tau"] = cfg.label_tau
     engine = Engine(work / "engine")
-    register_model(engine, work / "model")
+    record = register_model(engine, work / "model")
     gen = engine.generator("ppd", {"model": str(work / "model"), "device": device})
-    t0 = time.perf_counter()
-    api = engine.generate(None, "square", generator="ppd", n_images=4)
-    api_seconds = time.perf_counter() - t0
     extra = overrides or {}
     ev = evaluate(
         run,
@@ -432,15 +483,28 @@ def run_images_bench(
         seed=seed,
         image_dir=work / "pairs",
     )
+    # the public API as a caller uses it: a stored user, their profile, 4 images
+    user = ev["interpolation"]["users"][0]
+    t0 = time.perf_counter()
+    api = engine.generate(user, "square", generator="ppd", config={"model": record.id}, n_images=4)
+    api_seconds = time.perf_counter() - t0
     pictures = ev.pop("_pictures")
-    out = Path(out_dir)
-    paths = draw_grids(pictures, out)
     m = run.metrics
+    encoder = gen.load(work / "model")[2]["model"]
     result = {
         "benchmark": "images",
         "preset": preset,
         "seed": seed,
         "device": device,
+        "encoder": {
+            "name": m["encoder"],
+            "objective": m["encoder_objective"],
+            "id": engine.encoder(encoder["encoder"], encoder["encoder_config"]).id,
+            "oracle": m["encoder"] == "tiny-image-supervised",
+            "probe_r2": dict(
+                zip(("redness", "brightness", "x_position"), encoder_probe(run, seed))
+            ),
+        },
         "sizes": {
             "image_size": cfg.model.tiny.image_size,
             "block_out_channels": cfg.model.tiny.block_out_channels,
@@ -449,6 +513,7 @@ def run_images_bench(
             "pool_images": cfg.pool_size,
             "train_users": cfg.train_users,
             "train_pairs": m["train_pairs"],
+            "held_out_octant": m["held_out_octant"],
             "encoder_steps": cfg.encoder_training.steps,
             "pretrain_steps": cfg.pretrain.steps,
             "pretrain_batch": cfg.pretrain.batch_size,
@@ -465,28 +530,150 @@ def run_images_bench(
         "seconds": {
             **{k: round(v, 1) for k, v in run.seconds.items()},
             "evaluation": round(ev["sampling_seconds"], 1),
-            "engine_generate_4_images": round(api_seconds, 2),
+            "engine_generate_user_4_images": round(api_seconds, 2),
             "total": round(time.perf_counter() - started, 1),
         },
         **{k: v for k, v in ev.items() if k != "sampling_seconds"},
-        "pictures": paths,
-        "api_check": {"images": len(api.images), "size": list(api.images[0].size)},
+        "api_check": {
+            "user": user,
+            "user_source": api.info["user_source"],
+            "images": len(api.images),
+            "size": list(api.images[0].size),
+        },
     }
+    return result, pictures
+
+
+def _over_seeds(values: list[float]) -> dict[str, Any]:
+    """Mean over seeds, its 95% t-interval, every seed, the worst."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    half = (
+        float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+        if len(v) > 1
+        else float("nan")
+    )
+    mean = float(v.mean())
+    return {
+        "mean": mean,
+        "ci95": [mean - half, mean + half],
+        "per_seed": [float(x) for x in v],
+        "worst": float(v.min()),
+    }
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """``images.json``: every seed's main figures, and their mean with a CI (the headline)."""
+    first = results[0]
+    g_main = max(first["guidance_scales"])
+    splits = {"like_training": "conditions", "held_out_region": "held_out_region"}
+    summary: dict[str, Any] = {}
+    for split, key in splits.items():
+        per_cond: dict[str, Any] = {}
+        conds = first[key] if key == "conditions" else first[key]["conditions"]
+        for cond in conds:
+            per_cond[cond] = {}
+            for metric in ("win_rate_vs_base", "reward_gain_vs_base", "opposite_pairs_separated"):
+                vals = [
+                    (r[key] if key == "conditions" else r[key]["conditions"])[cond].get(metric)
+                    for r in results
+                ]
+                if all(v is not None for v in vals):
+                    per_cond[cond][metric] = _over_seeds(vals)
+        summary[split] = per_cond
+    headline = summary["like_training"][f"ppd_g{g_main:g}"]["win_rate_vs_base"]
+    return {
+        "benchmark": "images",
+        "preset": first["preset"],
+        "seeds": [r["seed"] for r in results],
+        "encoder": {k: v for k, v in first["encoder"].items() if k != "probe_r2"},
+        "encoder_probe_r2": _over_seeds(
+            [float(np.mean(list(r["encoder"]["probe_r2"].values()))) for r in results]
+        ),
+        "headline": {
+            "what": f"win rate over the base model by the gold reward, users drawn like the training users, 4 pairs each, guidance {g_main:g}; mean over seeds",
+            **headline,
+        },
+        "summary": summary,
+        "interpolation_monotone": [r["interpolation"]["monotone"] for r in results],
+        "seconds_total": [r["seconds"]["total"] for r in results],
+        "per_seed_files": [f"images_seed{r['seed']}.json" for r in results],
+    }
+
+
+def run_images_bench(
+    *,
+    preset: str = "cpu",
+    seeds: tuple[int, ...] = (0,),
+    out_dir: str | Path = "benchmarks/results",
+    work_dir: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    guidance_scales: tuple[float, ...] = (1.0, 3.0),
+    encoder_objective: str | None = None,
+    device: str = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train (or resume from ``work_dir``) and evaluate every seed; write ``images_seed{N}.json``
+    per seed, the summary ``images.json`` and the grids of the first seed. Returns the summary."""
+    import json
+    import tempfile
+
+    try:
+        import persona_engine_ppd  # noqa: F401
+    except ImportError as e:  # pragma: no cover - the plugin ships with the package
+        raise InvalidInputError(
+            f"the images benchmark needs the ppd plugin and diffusers: {e}"
+        ) from None
+    if preset not in PRESETS:
+        raise InvalidInputError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
+    if not seeds:
+        raise InvalidInputError("the images benchmark needs at least one seed")
+    work = (
+        Path(work_dir)
+        if work_dir is not None
+        else Path(tempfile.mkdtemp(prefix="persona-bench-images-"))
+    )
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "images.json").write_text(json.dumps(result, indent=2))
-    return result
-
-
-def markdown(result: dict[str, Any]) -> str:
-    """The BENCHMARKS.md table of a result."""
-    lines = [
-        "| condition | win rate vs base (95% CI) | vs null user | users moved toward preference | opposite pairs separated | reward gain (std units) | valid shapes |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in result["conditions"].items():
-        lo, hi = r["win_rate_vs_base_ci95"]
-        lines.append(
-            f"| {name} | {r['win_rate_vs_base']:.3f} ({lo:.3f}-{hi:.3f}) | {r['win_rate_vs_null_user']:.3f} | {r['users_moved_toward_preference']:.2f} | "
-            f"{r['opposite_pairs_separated']:.2f} | {r['reward_gain_vs_base']:+.2f} | {r['valid_shape_rate']:.2f} |"
+    results = []
+    for i, seed in enumerate(seeds):
+        result, pictures = run_seed(
+            preset=preset,
+            seed=seed,
+            work=work / f"seed{seed}",
+            overrides=overrides,
+            guidance_scales=guidance_scales,
+            encoder_objective=encoder_objective,
+            device=device,
+            progress=progress,
         )
+        if i == 0:
+            result["pictures"] = draw_grids(pictures, out)
+        (out / f"images_seed{seed}.json").write_text(json.dumps(result, indent=2))
+        results.append(result)
+    summary = summarise(results)
+    summary["pictures"] = results[0]["pictures"]
+    (out / "images.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The BENCHMARKS.md table of a summary: per split and condition, the mean over seeds with its
+    CI and every seed."""
+    enc = summary["encoder"]
+    lines = [
+        f"encoder: {enc['name']} ({enc['objective']}{', ORACLE' if enc['oracle'] else ''}); seeds {summary['seeds']}",
+        "",
+        "| split | condition | win rate vs base: mean (95% CI over seeds) | per seed | worst | reward gain (std units) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split, conds in summary["summary"].items():
+        for name, r in conds.items():
+            w, g = r["win_rate_vs_base"], r["reward_gain_vs_base"]
+            lo, hi = w["ci95"]
+            seeds = " / ".join(f"{x:.3f}" for x in w["per_seed"])
+            lines.append(
+                f"| {split} | {name} | {w['mean']:.3f} ({lo:.3f}-{hi:.3f}) | {seeds} | {w['worst']:.3f} | {g['mean']:+.2f} |"
+            )
     return "\n".join(lines)

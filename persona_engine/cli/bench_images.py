@@ -20,11 +20,17 @@ from .bench import bench
     help="Sizes: 'cpu' fits a shared 2-core machine; 'gpu' is the larger run for a CUDA device.",
 )
 @click.option(
-    "--seed",
-    default=0,
+    "--seeds",
+    default="0,1,2,3,4",
     show_default=True,
-    type=int,
-    help="Seed of the task, the users, training and sampling.",
+    help="Comma-separated seeds (of the task, the users, training and sampling), run in turn; the headline is their mean.",
+)
+@click.option(
+    "--encoder",
+    "encoder_objective",
+    type=click.Choice(["self-supervised", "reconstruction", "supervised-attributes"]),
+    default=None,
+    help="How the tiny image encoder is trained (default: the preset's, self-supervised). 'supervised-attributes' is the oracle tiny-image-supervised, for comparison only.",
 )
 @click.option(
     "--out",
@@ -66,7 +72,8 @@ from .bench import bench
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def bench_images(
     preset: str,
-    seed: int,
+    seeds: str,
+    encoder_objective: str | None,
     out_dir: Path,
     work_dir: Path | None,
     device: str,
@@ -82,24 +89,26 @@ def bench_images(
 
     try:
         scales = tuple(float(x) for x in guidance.split(",") if x.strip())
+        seed_list = tuple(int(x) for x in seeds.split(",") if x.strip())
         extra = json.loads(override) if override else None
     except ValueError as e:
-        raise InvalidInputError(f"bad --guidance or --override: {e}") from None
+        raise InvalidInputError(f"bad --guidance, --seeds or --override: {e}") from None
     if not scales:
         raise InvalidInputError("--guidance needs at least one scale")
     torch.set_num_threads(threads)
     result = run_images_bench(
         preset=preset,
-        seed=seed,
+        seeds=seed_list,
         out_dir=out_dir,
         work_dir=work_dir,
         overrides=extra,
         guidance_scales=scales,
+        encoder_objective=encoder_objective,
         device=device,
         progress=not quiet,
     )
     click.echo(markdown(result))
-    s = result["seconds"]
+    seconds = ", ".join(f"{x:.0f}s" for x in result["seconds_total"])
     click.echo(
-        f"\ntrained in {s['encoder'] + s['pretrain'] + s['dpo']:.0f}s, total {s['total']:.0f}s; wrote {out_dir / 'images.json'}, {result['pictures']['grid']}, {result['pictures']['interpolation']}"
+        f"\nper seed {seconds}; wrote {out_dir / 'images.json'}, {', '.join(result['per_seed_files'])}, {result['pictures']['grid']}, {result['pictures']['interpolation']}"
     )

@@ -7,17 +7,24 @@ et al. (2024). Diffusion Model Alignment Using Direct Preference Optimization. C
 A diffusers UNet gets a zero-initialised user branch on every cross-attention layer
 (:mod:`.model`), trained with Diffusion-DPO across many users (:mod:`.loss`, :mod:`.trainer`); a
 new user is an embedding pooled from a few image pairs (:mod:`.users`), encoded by the image
-encoder plugins registered here (``tiny-image``, ``clip-image``: :mod:`.encoder`).
+encoder plugins registered here (``tiny-image``, self-supervised; ``tiny-image-supervised``, an
+oracle for comparison; ``clip-image`` from a local directory: :mod:`.encoder`).
 
 This module stays light: torch and diffusers are imported by the code that uses them.
 """
 
 from persona_engine import hookimpl
 
-from .encoder import CLIPImageEncoder, TinyImageEncoder
+from .encoder import CLIPImageEncoder, TinyImageEncoder, TinyImageSupervisedEncoder
 from .generator import PPDGenerator, register_model
 
-__all__ = ["PPDGenerator", "TinyImageEncoder", "CLIPImageEncoder", "register_model"]
+__all__ = [
+    "PPDGenerator",
+    "TinyImageEncoder",
+    "TinyImageSupervisedEncoder",
+    "CLIPImageEncoder",
+    "register_model",
+]
 
 
 @hookimpl
@@ -28,6 +35,7 @@ def register_generators(register):
 @hookimpl
 def register_encoders(register):
     register(TinyImageEncoder)
+    register(TinyImageSupervisedEncoder)
     register(CLIPImageEncoder)
 
 

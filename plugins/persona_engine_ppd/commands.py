@@ -1,4 +1,5 @@
-"""``persona ppd ...``: train the default PPD model, onboard a user from image pairs, generate."""
+"""``persona ppd ...``: train a PPD model (on the synthetic task, or on real pairs with a local
+diffusers pipeline), onboard a user from image pairs, generate."""
 
 from __future__ import annotations
 
@@ -63,6 +64,110 @@ def train_synthetic_cmd(config_file: Path | None, threads: int, quiet: bool) -> 
     rec = register_model(engine, directory)
     click.echo(
         f"trained {rec.id} in {sum(run.seconds.values()):.0f}s (DPO implicit accuracy {run.metrics['dpo_implicit_accuracy']:.3f}); saved to {directory}"
+    )
+
+
+@ppd.command("train")
+@click.option(
+    "--pairs",
+    "pairs_file",
+    type=click.Path(path_type=Path),
+    required=True,
+    help='JSON Lines, one comparison a line: {"user_id", "prompt", "chosen", "rejected"} (image paths, absolute or relative to the file).',
+)
+@click.option(
+    "--backbone",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Local diffusers text-to-image pipeline directory (e.g. Stable Diffusion 1.5).",
+)
+@click.option(
+    "--encoder", default="clip-image", show_default=True, help="Image encoder plugin of the users."
+)
+@click.option(
+    "--encoder-config",
+    default="{}",
+    help='Its options as JSON, e.g. \'{"model_path": "/models/clip-vit-large"}\'.',
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, path_type=Path),
+    help="DPOConfig as JSON (steps, batch_size, accumulation_steps, lr, beta, gradient_checkpointing, device).",
+)
+@click.option("--steps", type=int, default=None, help="Optimisation steps (overrides --config).")
+@click.option(
+    "--work",
+    "work_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoints and pair features; rerunning with the same --work resumes (default: under the model directory's parent).",
+)
+@click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_cmd(
+    pairs_file: Path,
+    backbone: Path,
+    encoder: str,
+    encoder_config: str,
+    config_file: Path | None,
+    steps: int | None,
+    work_dir: Path | None,
+    threads: int,
+    quiet: bool,
+) -> None:
+    """Train a PPD adapter on real preference pairs (streamed from disk) and register it as ppd-vN."""
+    _require_images("train")
+    import torch
+
+    from persona_engine.cli.common import get_engine
+    from persona_engine.config import make_config
+
+    from .checkpoint import build_model, save_model
+    from .config import DPOConfig, ModelConfig
+    from .generator import register_model
+    from .pairs_data import index_pairs, pair_feature_differences
+    from .trainer import finetune_ppd_on_pairs
+
+    try:
+        enc_options = json.loads(encoder_config)
+    except ValueError as e:
+        raise InvalidInputError(f"bad --encoder-config: {e}") from None
+    if not backbone.is_dir():
+        raise InvalidInputError(f"no diffusers pipeline directory at {backbone}")
+    options = json.loads(config_file.read_text()) if config_file else {}
+    if steps is not None:
+        options["steps"] = steps
+    cfg = make_config(DPOConfig, options)
+    torch.set_num_threads(threads)
+    engine = get_engine()
+    index = index_pairs(pairs_file)
+    enc = engine.encoder(encoder, enc_options)
+    version = engine.store.next_model_version("ppd")
+    directory = engine.home / "models" / "ppd" / f"v{version}"
+    work = work_dir or engine.home / "models" / "ppd" / f".work-v{version}"
+    diffs = pair_feature_differences(index, enc, work / "pair_features.npy")
+    model_cfg = ModelConfig(
+        backbone="pipeline",
+        pipeline_path=str(backbone.resolve()),
+        encoder=encoder,
+        encoder_config=enc_options,
+    )
+    model = build_model(model_cfg, diffs.shape[1], seed=cfg.seed, device=cfg.device)
+    result = finetune_ppd_on_pairs(
+        model, index, diffs, cfg, checkpoint_dir=work / "dpo", progress=not quiet
+    )
+    metrics = {
+        "dpo_loss": result.final("loss"),
+        "dpo_implicit_accuracy": result.final("implicit_acc"),
+        "pairs_per_s": result.final("pairs_per_s"),
+        "train_pairs": len(index),
+        "train_users": len(index.users),
+    }
+    save_model(model, model_cfg, directory, metrics=metrics)
+    rec = register_model(engine, directory)
+    click.echo(
+        f"trained {rec.id} on {len(index)} pairs of {len(index.users)} users in {cfg.steps} steps (loss {metrics['dpo_loss']:.4f}, {metrics['pairs_per_s'] or 0:.1f} pairs/s); saved to {directory}"
     )
 
 

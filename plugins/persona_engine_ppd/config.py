@@ -129,6 +129,15 @@ class StepTrainingConfig(PluginConfig):
         description="Save a resumable checkpoint every this many steps (when a checkpoint directory is given).",
     )
     device: str = Field("cpu", description="torch device, e.g. 'cpu' or 'cuda'.")
+    accumulation_steps: int = Field(
+        1,
+        ge=1,
+        description="Micro-batches of batch_size whose gradients are summed before each optimiser step: the effective batch is batch_size x accumulation_steps (PPD trains at 768 pairs per step).",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute the UNet's activations in the backward pass instead of storing them (less memory, about a third more time; diffusers' enable_gradient_checkpointing).",
+    )
 
 
 class PretrainConfig(StepTrainingConfig):

@@ -1,9 +1,13 @@
 """Image encoders (``modality="image"``): they embed the images of a user's preference pairs.
 
-- ``tiny-image``: a small CNN built in code (:mod:`.image_net`), trained on the synthetic task's
-  images by :func:`persona_engine_ppd.trainer.train_image_encoder` (reconstruction plus a read-out
-  of their visual attributes); weights from a safetensors file, or fixed random weights from a
-  seed when none are given.
+- ``tiny-image``: a small CNN built in code (:mod:`.image_net`), trained self-supervised on the
+  synthetic task's images by :func:`persona_engine_ppd.trainer.train_image_encoder`
+  (reconstruction plus augmentation invariance: it never sees an attribute, a reward or a
+  preference); weights from a safetensors file, or fixed random weights from a seed when none
+  are given.
+- ``tiny-image-supervised``: the same network trained with a read-out of the images' drawing
+  attributes (hue, value, position), which the synthetic task's gold rewards are computed from:
+  an oracle, kept to compare against, never the default.
 - ``clip-image``: CLIP's image tower from a local directory (``CLIPVisionModelWithProjection`` or
   ``CLIPModel``, ``local_files_only``), for users who have the weights.
 
@@ -140,6 +144,13 @@ class TinyImageEncoder(Encoder):
                 batch = torch.from_numpy(arr[i : i + self.config.batch_size]).to(self.config.device)
                 outs.append(self.network(batch).float().cpu().numpy())
         return np.concatenate(outs) if outs else np.zeros((0, self.config.dim), dtype=np.float32)
+
+
+class TinyImageSupervisedEncoder(TinyImageEncoder):
+    """The tiny CNN trained with an oracle read-out of the synthetic task's attributes (see the
+    module docstring); its own name keeps its numbers apart from the self-supervised encoder's."""
+
+    name = "tiny-image-supervised"
 
 
 class CLIPImageEncoderConfig(ImageEncoderConfig):

@@ -1,8 +1,12 @@
-"""The small convolutional image encoder behind the ``tiny-image`` encoder plugin, and the decoder
-that trains it as an autoencoder (with, optionally, a linear read-out of the images' visual
-attributes: hue, value, position, size, shape). It never sees a preference or a user's reward. It
-stands in for PPD's frozen vision-language model, which no one can install here: a pretrained model
-knows such attributes, and a plain autoencoder of 300 steps encodes hue too weakly to stand in."""
+"""The small convolutional image encoder behind the ``tiny-image`` encoder plugins, the decoder that
+trains it as an autoencoder, and the augmentations of its invariance term.
+
+It stands in for PPD's frozen vision-language model, which no one can install here. The default
+(``tiny-image``) is self-supervised: reconstruction of the pixels plus invariance to pixel noise
+and masking, nothing else (:func:`persona_engine_ppd.trainer.train_image_encoder`). The
+``tiny-image-supervised`` variant adds a linear read-out of the images' drawing attributes (hue,
+value, position, size, shape), the very quantities the synthetic task's gold rewards are computed
+from: an oracle, kept only for comparison."""
 
 from __future__ import annotations
 
@@ -51,3 +55,14 @@ class TinyImageDecoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.head(z).view(z.shape[0], self.width, self.side, self.side)
         return torch.sigmoid(self.deconv(h))
+
+
+def augment(
+    images: torch.Tensor, generator: torch.Generator, *, noise: float = 0.05, mask: float = 0.15
+) -> torch.Tensor:
+    """A random view of images (n, 3, S, S) in [0, 1]: Gaussian pixel noise of std ``noise`` and a
+    share ``mask`` of the pixels blacked out. Neither changes what the image shows on average
+    (colour, brightness, position), so invariance to them keeps those in the embedding."""
+    noisy = images + noise * torch.randn(images.shape, generator=generator).to(images.device)
+    keep = torch.rand((images.shape[0], 1, *images.shape[2:]), generator=generator) >= mask
+    return (noisy * keep.to(images.device, images.dtype)).clamp(0.0, 1.0)

@@ -87,3 +87,26 @@ def diffusion_dpo_loss(
         model_mse = float(0.5 * (model_err_w.mean() + model_err_l.mean()))
         ref_mse = float(0.5 * (ref_err_w.mean() + ref_err_l.mean()))
     return DPOTerms(loss, inside.detach(), acc, model_mse, ref_mse)
+
+
+# -- the tiny-image encoder's self-supervised objective ----------------------------------------
+
+
+def ink_weighted_reconstruction(
+    reconstruction: torch.Tensor, images: torch.Tensor, ink_weight: float = 10.0
+) -> torch.Tensor:
+    """``mean w (x_hat - x)^2`` with ``w = 1 + (ink_weight - 1) [max_c x > 0.05]``.
+
+    The synthetic images are mostly black; an unweighted autoencoder spends its capacity on the
+    background and encodes the shape's colour weakly. Weighting the inked pixels is a property of
+    the pixels alone (no attribute, reward or preference enters)."""
+    ink = (images.amax(dim=1, keepdim=True) > 0.05).to(images.dtype)
+    weight = 1.0 + (ink_weight - 1.0) * ink
+    return (weight * (reconstruction - images).pow(2)).mean()
+
+
+def invariance_loss(z_a: torch.Tensor, z_b: torch.Tensor) -> torch.Tensor:
+    """``mean 1 - cos(z_a, z_b)``: two augmented views of an image embed alike (the invariance
+    term of BYOL/SimSiam, Grill et al. 2020, Chen & He 2021, without their predictor: the
+    reconstruction term already rules out the collapsed solution)."""
+    return (1.0 - F.cosine_similarity(z_a, z_b, dim=1)).mean()

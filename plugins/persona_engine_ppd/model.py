@@ -379,8 +379,17 @@ class PPDModel(nn.Module):
         user_tokens: torch.Tensor | None,
     ) -> torch.Tensor:
         """The UNet's prediction (epsilon or v, per the noise schedule); ``user_tokens=None`` is the base (reference) model."""
+        if torch.is_grad_enabled() and getattr(self.unet, "is_gradient_checkpointing", False):
+            # the backward pass recomputes the UNet's blocks and must see the same user tokens:
+            # they stay set until the next call (training then calls release_tokens)
+            self.adapter.conditioning.tokens = user_tokens
+            return self.backbone.unet(latents, timesteps, encoder_hidden_states=text).sample
         with self.adapter.conditioned(user_tokens):
             return self.backbone.unet(latents, timesteps, encoder_hidden_states=text).sample
+
+    def release_tokens(self) -> None:
+        """Forget the user tokens a gradient-checkpointed forward pass left set."""
+        self.adapter.conditioning.tokens = None
 
     def freeze_backbone(self) -> None:
         self.backbone.requires_grad_(False)

@@ -1,9 +1,10 @@
 """The default PPD model, trained in code on the synthetic image task (:mod:`.synthetic`).
 
 1. Render a pool of shape images; simulate many training users with random preference directions
-   and label pairs of same-prompt pool images for each (Bradley-Terry noise).
-2. Train the ``tiny-image`` encoder on the pool (autoencoder plus a read-out of the images' visual
-   attributes, see ``encoder_objective``) and embed the pool.
+   (none in the held-out octant, ``held_out_octant``) and label pairs of same-prompt pool images
+   for each (Bradley-Terry noise).
+2. Train the image encoder on the pool (by default self-supervised, ``tiny-image``: it never sees
+   an attribute or a preference; see ``encoder_objective``) and embed the pool.
 3. Pre-train the tiny UNet on the pool with the plain denoising loss (the base model).
 4. Fine-tune the user adapter with user-conditioned Diffusion-DPO across all training users.
 5. Save the model directory (safetensors + ``ppd.json``).
@@ -35,6 +36,13 @@ from .synthetic import (
     simulate_users,
 )
 
+#: The encoder plugin that runs a tiny image network trained with each objective.
+ENCODER_NAMES = {
+    "self-supervised": "tiny-image",
+    "reconstruction": "tiny-image",
+    "supervised-attributes": "tiny-image-supervised",
+}
+
 
 class SyntheticRecipeConfig(PluginConfig):
     """Sizes of the synthetic task and of each training stage."""
@@ -53,16 +61,22 @@ class SyntheticRecipeConfig(PluginConfig):
         4.0, gt=0, description="Inverse temperature of the users' Bradley-Terry label noise."
     )
     encoder_dim: int = Field(32, ge=2, description="Width of the tiny-image encoder's embedding.")
-    encoder_objective: Literal["autoencoder", "attributes"] = Field(
-        "attributes",
-        description="How the tiny-image encoder learns: reconstruction only, or reconstruction plus a linear read-out of the images' visual attributes (hue, value, position, size, shape), a stand-in for a pretrained vision model that knows them. It never sees a preference.",
+    encoder_objective: Literal["self-supervised", "reconstruction", "supervised-attributes"] = (
+        Field(
+            "self-supervised",
+            description="How the tiny image encoder learns. 'self-supervised' (encoder 'tiny-image'): reconstruction of augmented views plus augmentation invariance, pixels only. 'reconstruction': a plain autoencoder (ablation). 'supervised-attributes' (encoder 'tiny-image-supervised'): plus a read-out of the hue, value and position the gold rewards are computed from, an oracle kept for comparison.",
+        )
+    )
+    held_out_octant: tuple[int, int, int] | None = Field(
+        (1, -1, 1),
+        description="Sign pattern over (redness, brightness, x_position) of an octant of preference directions no training user occupies (default: red, dark, right), so users from it test generalization; None: training users cover the whole sphere.",
     )
     model: ModelConfig = Field(
         default_factory=ModelConfig, description="The PPD model (tiny backbone)."
     )
     encoder_training: StepTrainingConfig = Field(
         default_factory=lambda: StepTrainingConfig(
-            steps=300, batch_size=128, lr=2e-3, warmup_steps=10
+            steps=300, batch_size=128, lr=1e-2, warmup_steps=10
         ),
         description="Training of the tiny-image encoder (see encoder_objective).",
     )
@@ -109,7 +123,9 @@ def build_task(cfg: SyntheticRecipeConfig) -> SyntheticTask:
     pool = render_shapes(cfg.pool_size, size=cfg.model.tiny.image_size, rng=rng)
     scale = FeatureScale.fit(pool.images)
     z = scale(pool.images)
-    users = simulate_users(cfg.train_users, rng=rng, prefix="train")
+    users = simulate_users(
+        cfg.train_users, rng=rng, prefix="train", exclude_octant=cfg.held_out_octant
+    )
     pairs = label_pairs(pool, z, users, cfg.pairs_per_user, rng=rng, tau=cfg.label_tau)
     return SyntheticTask(pool, scale, z, users, pairs)
 
@@ -142,10 +158,8 @@ def train_synthetic(
     from .checkpoint import build_model, save_model
     from .trainer import finetune_ppd, pretrain_base, train_image_encoder
 
-    if cfg.model.backbone != "tiny" or cfg.model.encoder != "tiny-image":
-        raise ValueError(
-            "the synthetic recipe trains the tiny backbone with the tiny-image encoder"
-        )
+    if cfg.model.backbone != "tiny" or cfg.model.encoder not in ENCODER_NAMES.values():
+        raise ValueError("the synthetic recipe trains the tiny backbone with a tiny image encoder")
     work = Path(work_dir) if work_dir is not None else None
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -159,7 +173,10 @@ def train_synthetic(
         image_size=size,
         dim=cfg.encoder_dim,
         cfg=cfg.encoder_training,
-        attributes=task.pool.attributes if cfg.encoder_objective == "attributes" else None,
+        objective=cfg.encoder_objective,
+        attributes=(
+            task.pool.attributes if cfg.encoder_objective == "supervised-attributes" else None
+        ),
         checkpoint_dir=None if work is None else work / "encoder",
         progress=progress,
     )
@@ -167,7 +184,10 @@ def train_synthetic(
     seconds["encoder"] = time.perf_counter() - t0
 
     model_cfg = cfg.model.model_copy(
-        update={"encoder_config": {"image_size": size, "dim": cfg.encoder_dim}}
+        update={
+            "encoder": ENCODER_NAMES[cfg.encoder_objective],
+            "encoder_config": {"image_size": size, "dim": cfg.encoder_dim},
+        }
     )
     model = build_model(model_cfg, cfg.encoder_dim, seed=cfg.seed)
     t0 = time.perf_counter()
@@ -198,6 +218,9 @@ def train_synthetic(
         "dpo_loss": dpo.final("loss"),
         "dpo_implicit_accuracy": dpo.final("implicit_acc"),
         "dpo_beta": cfg.dpo.beta_for("tiny"),
+        "encoder": model_cfg.encoder,
+        "encoder_objective": cfg.encoder_objective,
+        "held_out_octant": None if cfg.held_out_octant is None else list(cfg.held_out_octant),
         "train_users": cfg.train_users,
         "train_pairs": len(task.pairs),
         "unet_parameters": sum(p.numel() for p in model.backbone.unet.parameters()),

@@ -19,6 +19,7 @@ Images are float32 arrays ``(n, 3, H, W)`` in ``[0, 1]``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -147,16 +148,47 @@ class SimulatedUser:
         return " ".join(parts) or "mixed"
 
 
+def in_octant(directions: np.ndarray, octant: Sequence[int]) -> np.ndarray:
+    """Which rows of ``directions`` (n, 3) lie in the octant of sign pattern ``octant`` (e.g.
+    ``(1, -1, 1)``: more red, darker, further right)."""
+    signs = np.asarray(octant)
+    if signs.shape != (len(FEATURES),) or not np.isin(signs, (-1, 1)).all():
+        raise ValueError(f"an octant is {len(FEATURES)} signs of +1 or -1, got {list(octant)}")
+    return (np.sign(directions) == signs[None, :]).all(axis=1)
+
+
 def simulate_users(
-    n: int, *, rng: np.random.Generator, prefix: str = "user", opposite_pairs: bool = False
+    n: int,
+    *,
+    rng: np.random.Generator,
+    prefix: str = "user",
+    opposite_pairs: bool = False,
+    exclude_octant: Sequence[int] | None = None,
+    within_octant: Sequence[int] | None = None,
 ) -> list[SimulatedUser]:
     """``n`` users with uniformly random preference directions. With ``opposite_pairs``, users
-    come in pairs ``(w, -w)`` (n must be even)."""
+    come in pairs ``(w, -w)`` (n must be even). ``exclude_octant`` leaves one octant of the
+    preference space empty (no user's direction, nor with ``opposite_pairs`` its opposite's, falls
+    in it); ``within_octant`` draws every direction inside one (uniformly, by rejection)."""
     if opposite_pairs and n % 2:
         raise ValueError("opposite_pairs needs an even number of users")
+    if opposite_pairs and within_octant is not None:
+        raise ValueError("opposite users cannot both lie in one octant")
     m = n // 2 if opposite_pairs else n
-    dirs = rng.normal(size=(m, len(FEATURES)))
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    constrained = exclude_octant is not None or within_octant is not None
+    kept: list[np.ndarray] = []
+    while sum(len(k) for k in kept) < m:  # unconstrained: one draw of exactly m
+        dirs = rng.normal(size=(max(2 * m, 16) if constrained else m, len(FEATURES)))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        ok = np.ones(len(dirs), dtype=bool)
+        if exclude_octant is not None:
+            ok &= ~in_octant(dirs, exclude_octant)
+            if opposite_pairs:
+                ok &= ~in_octant(-dirs, exclude_octant)
+        if within_octant is not None:
+            ok &= in_octant(dirs, within_octant)
+        kept.append(dirs[ok])
+    dirs = np.concatenate(kept)[:m]
     if opposite_pairs:
         dirs = np.stack([dirs, -dirs], axis=1).reshape(n, len(FEATURES))
     return [SimulatedUser(f"{prefix}{i}", d.astype(np.float32)) for i, d in enumerate(dirs)]
@@ -212,3 +244,21 @@ def label_pairs(
     return PreferencePairs(
         np.concatenate(user_idx), np.concatenate(chosen), np.concatenate(rejected)
     )
+
+
+def linear_probe_r2(
+    features: np.ndarray,
+    z: np.ndarray,
+    test_features: np.ndarray,
+    test_z: np.ndarray,
+    *,
+    ridge: float = 1e-2,
+) -> np.ndarray:
+    """How much of each standardised gold feature a linear read-out of image embeddings recovers:
+    ridge regression fitted on (``features``, ``z``), R^2 on (``test_features``, ``test_z``), one
+    value per feature. An evaluation of an encoder after the fact; nothing trains on it."""
+    x = np.c_[features, np.ones(len(features))].astype(np.float64)
+    xt = np.c_[test_features, np.ones(len(test_features))].astype(np.float64)
+    w = np.linalg.solve(x.T @ x + ridge * np.eye(x.shape[1]), x.T @ np.asarray(z, np.float64))
+    resid = ((xt @ w - test_z) ** 2).mean(axis=0)
+    return (1.0 - resid / np.asarray(test_z, np.float64).var(axis=0)).astype(np.float32)

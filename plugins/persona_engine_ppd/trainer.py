@@ -7,7 +7,8 @@ AdamW, a progress bar, plus resumable safetensors checkpoints. Every step draws 
 timesteps and its noise from generators seeded by ``(seed, step)``, so a run resumed from a
 checkpoint repeats the uninterrupted run exactly.
 
-1. :func:`train_image_encoder`: the ``tiny-image`` encoder, as an autoencoder (reconstruction).
+1. :func:`train_image_encoder`: the ``tiny-image`` encoder, self-supervised (reconstruction of
+   augmented views plus invariance).
 2. :func:`pretrain_base`: the tiny UNet and its prompt embedding with the denoising loss.
 3. :func:`finetune_ppd`: PPD (Dang et al., CVPR 2025): the frozen base is the reference, only the
    adapter trains, on many users' pairs at once, each pair conditioned on its labeller's embedding
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,9 +128,12 @@ def run_steps(
     desc: str = "training",
     progress: bool = False,
     log_every: int = 10,
+    items_per_micro_batch: int | None = None,
 ) -> StepResult:
     """Minimise ``step_loss(step, numpy_rng, torch_generator)`` for ``cfg.steps`` steps over
-    ``params``, resuming from ``checkpoint_dir`` when it holds a checkpoint of these parameters."""
+    ``params``, resuming from ``checkpoint_dir`` when it holds a checkpoint of these parameters.
+    Each step sums the gradients of ``cfg.accumulation_steps`` calls (micro-batches, drawn in turn
+    from the step's generators). With ``items_per_micro_batch``, the log reports items per second."""
     seed_everything(cfg.seed)
     plist = list(params.values())
     opt = torch.optim.AdamW(plist, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -139,25 +144,33 @@ def run_steps(
         start, history = _load_state(ckpt, params, opt)
     bar = progress_bar(total=cfg.steps, initial=start, desc=desc, unit="step", disable=not progress)
     window: dict[str, list[float]] = {}
+    tick = time.perf_counter()
     for step in range(start, cfg.steps):
         rng = np.random.default_rng([cfg.seed, step])
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
         for group in opt.param_groups:
             group["lr"] = learning_rate(cfg, step)
-        loss, stats = step_loss(step, rng, gen)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate (or beta)"
-            )
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        for _ in range(cfg.accumulation_steps):
+            loss, stats = step_loss(step, rng, gen)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate (or beta)"
+                )
+            (loss / cfg.accumulation_steps).backward()
+            for k, v in {"loss": float(loss.detach()), **stats}.items():
+                window.setdefault(k, []).append(v)
         torch.nn.utils.clip_grad_norm_(plist, cfg.max_grad_norm)
         opt.step()
-        for k, v in {"loss": float(loss.detach()), **stats}.items():
-            window.setdefault(k, []).append(v)
         done = step + 1
         if done % log_every == 0 or done == cfg.steps:
             record = {"step": float(done), **{k: float(np.mean(v)) for k, v in window.items()}}
+            if items_per_micro_batch is not None:
+                now = time.perf_counter()
+                record["pairs_per_s"] = (
+                    items_per_micro_batch * len(window["loss"]) / max(now - tick, 1e-9)
+                )
+                tick = now
             history.append(record)
             window = {}
             bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "step"})
@@ -172,22 +185,42 @@ def _trainable(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
     return {k: p for k, p in module.named_parameters() if p.requires_grad}
 
 
+#: How the tiny image encoder can be trained (see :func:`train_image_encoder`).
+ENCODER_OBJECTIVES = ("self-supervised", "reconstruction", "supervised-attributes")
+
+
 def train_image_encoder(
     images: np.ndarray,
     *,
     image_size: int,
     dim: int,
     cfg: StepTrainingConfig,
+    objective: str = "self-supervised",
     attributes: np.ndarray | None = None,
     checkpoint_dir: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Train the ``tiny-image`` encoder on ``images`` (n, 3, S, S) in [0, 1]: as an autoencoder,
-    plus, when ``attributes`` (n, k) are given, a linear read-out of those visual attributes from
-    the embedding (as a pretrained vision model knows colour, brightness, position, size and shape).
-    Returns the encoder's state dict (for ``TinyImageEncoderConfig.weights_path``)."""
-    from .image_net import TinyImageDecoder, TinyImageNet
+    """Train the tiny image encoder on ``images`` (n, 3, S, S) in [0, 1]; returns its state dict
+    (for ``TinyImageEncoderConfig.weights_path``). The ``objective``:
 
+    - ``self-supervised`` (the default ``tiny-image``): an autoencoder that reconstructs each image
+      from an augmented view (:func:`.image_net.augment`), ink-weighted
+      (:func:`.loss.ink_weighted_reconstruction`), plus the invariance of two views' embeddings
+      (:func:`.loss.invariance_loss`). Pixels only: no attribute, reward or preference.
+    - ``reconstruction``: the plain autoencoder (unweighted, no augmentation), an ablation.
+    - ``supervised-attributes`` (``tiny-image-supervised``): reconstruction plus a linear read-out
+      of ``attributes`` (n, k), the images' drawing attributes. On the synthetic task those are
+      what the gold rewards are computed from: an oracle, for comparison only.
+    """
+    from .image_net import TinyImageDecoder, TinyImageNet, augment
+    from .loss import ink_weighted_reconstruction, invariance_loss
+
+    if objective not in ENCODER_OBJECTIVES:
+        raise ValueError(f"unknown encoder objective {objective!r}; known: {ENCODER_OBJECTIVES}")
+    if (objective == "supervised-attributes") != (attributes is not None):
+        raise ValueError(
+            "attributes are given with, and only with, objective='supervised-attributes'"
+        )
     torch.manual_seed(cfg.seed)
     encoder, decoder = (
         TinyImageNet(image_size, dim).to(cfg.device),
@@ -206,6 +239,14 @@ def train_image_encoder(
     ) -> tuple[torch.Tensor, dict[str, float]]:
         idx = rng.integers(0, len(data), cfg.batch_size)
         x = data[idx].to(cfg.device)
+        if objective == "self-supervised":
+            z_a, z_b = encoder(augment(x, gen)), encoder(augment(x, gen))
+            recon = ink_weighted_reconstruction(decoder(z_a), x)
+            inv = invariance_loss(z_a, z_b)
+            return recon + inv, {
+                "reconstruction": float(recon.detach()),
+                "invariance": float(inv.detach()),
+            }
         z = encoder(x)
         recon = torch.nn.functional.mse_loss(decoder(z), x)
         if targets is None:
@@ -221,7 +262,7 @@ def train_image_encoder(
         step_loss,
         cfg,
         checkpoint_dir=checkpoint_dir,
-        desc="image encoder",
+        desc=f"image encoder ({objective})",
         progress=progress,
     )
     return {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
@@ -306,6 +347,59 @@ def user_shot_embeddings(
     return out
 
 
+def _prepare_dpo(model: Any, cfg: DPOConfig) -> tuple[Any, float, int, int]:
+    """Freeze the backbone, switch gradient checkpointing as asked; (scheduler, beta, t range)."""
+    sched = _noise_scheduler(model)
+    n_t = sched.config.num_train_timesteps
+    t_low = int(cfg.timestep_range[0] * n_t)
+    t_high = max(int(cfg.timestep_range[1] * n_t), t_low + 1)
+    model.freeze_backbone()
+    model.eval()  # no dropout/batch-statistics in the frozen UNet; the adapter has none either
+    if cfg.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
+    return sched, cfg.beta_for(model.backbone.kind), t_low, t_high
+
+
+def dpo_batch_loss(
+    model: Any,
+    sched: Any,
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    prompts: list[str],
+    users: torch.Tensor,
+    *,
+    beta: float,
+    t_range: tuple[int, int],
+    user_dropout: float,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """User-conditioned Diffusion-DPO on one batch: pixels (B, 3, S, S) in [-1, 1] of the preferred
+    and rejected images, their prompts and their labellers' embeddings (B, D). One timestep and
+    one noise per pair; the reference is the backbone with the adapter off."""
+    b = len(prompts)
+    device = users.device
+    with torch.no_grad():
+        latents = model.backbone.images_to_latents(
+            torch.cat([chosen, rejected]).to(device), generator=gen
+        ).float()
+        noise = torch.randn((b, *latents.shape[1:]), generator=gen).to(device)
+        t = torch.randint(t_range[0], t_range[1], (b,), generator=gen).to(device)
+        noise2, t2 = torch.cat([noise, noise]), torch.cat([t, t])  # one t and one eps per pair
+        noisy = sched.add_noise(latents, noise2, t2)
+        target = denoising_target(sched, latents, noise2, t2)
+        text = model.backbone.encode_prompts(prompts)
+        text2 = torch.cat([text, text])
+        ref_err = per_sample_mse(model.predict(noisy, t2, text2, None), target)
+    tokens = model.adapter.tokens(users, dropout=user_dropout, generator=gen)
+    err = per_sample_mse(model.predict(noisy, t2, text2, torch.cat([tokens, tokens])), target)
+    terms = diffusion_dpo_loss(err[:b], err[b:], ref_err[:b], ref_err[b:], beta)
+    return terms.loss, {
+        "implicit_acc": terms.implicit_accuracy,
+        "model_mse": terms.model_mse,
+        "ref_mse": terms.reference_mse,
+    }
+
+
 def finetune_ppd(
     model: Any,
     images: np.ndarray,
@@ -320,7 +414,8 @@ def finetune_ppd(
     """Fine-tune the user adapter with user-conditioned Diffusion-DPO (see the module docstring).
 
     ``images`` (n, 3, S, S) in [0, 1] is the pool the pairs index into, ``prompts`` its prompts,
-    ``features`` its image-encoder embeddings (n, D).
+    ``features`` its image-encoder embeddings (n, D). For pairs on disk, streamed, see
+    :func:`finetune_ppd_on_pairs`.
     """
     if len(pairs) == 0:
         raise ValueError("PPD fine-tuning needs preference pairs")
@@ -328,49 +423,32 @@ def finetune_ppd(
         raise ValueError(
             f"image features have width {features.shape[1]}, the adapter takes {model.user_dim}"
         )
-    beta = cfg.beta_for(model.backbone.kind)
-    sched = _noise_scheduler(model)
+    sched, beta, t_low, t_high = _prepare_dpo(model, cfg)
     device = torch.device(cfg.device)
     data = torch.from_numpy(np.asarray(images, dtype=np.float32))
     adapter_cfg = model.adapter.cfg
-    n_t = sched.config.num_train_timesteps
-    t_low = int(cfg.timestep_range[0] * n_t)
-    t_high = max(int(cfg.timestep_range[1] * n_t), t_low + 1)
-    model.freeze_backbone()
-    model.eval()  # no dropout/batch-statistics in the frozen UNet; the adapter has none either
 
     def step_loss(
         step: int, rng: np.random.Generator, gen: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
         rows = rng.integers(0, len(pairs), cfg.batch_size)
-        b = len(rows)
-        with torch.no_grad():
-            pixels = (
-                torch.cat([data[pairs.chosen[rows]], data[pairs.rejected[rows]]]).to(device) * 2.0
-                - 1.0
-            )
-            latents = model.backbone.images_to_latents(pixels, generator=gen)
-            noise = torch.randn((b, *latents.shape[1:]), generator=gen).to(device)
-            t = torch.randint(t_low, t_high, (b,), generator=gen).to(device)
-            noise2, t2 = torch.cat([noise, noise]), torch.cat([t, t])  # one t and one eps per pair
-            noisy = sched.add_noise(latents, noise2, t2)
-            target = denoising_target(sched, latents, noise2, t2)
-            text = model.backbone.encode_prompts([prompts[i] for i in pairs.chosen[rows]])
-            text2 = torch.cat([text, text])
-            ref_err = per_sample_mse(model.predict(noisy, t2, text2, None), target)
         users = torch.from_numpy(
             user_shot_embeddings(
                 pairs, rows, features, cfg.shots, rng, normalize=adapter_cfg.normalize_user
             )
         ).to(device)
-        tokens = model.adapter.tokens(users, dropout=adapter_cfg.user_dropout, generator=gen)
-        err = per_sample_mse(model.predict(noisy, t2, text2, torch.cat([tokens, tokens])), target)
-        terms = diffusion_dpo_loss(err[:b], err[b:], ref_err[:b], ref_err[b:], beta)
-        return terms.loss, {
-            "implicit_acc": terms.implicit_accuracy,
-            "model_mse": terms.model_mse,
-            "ref_mse": terms.reference_mse,
-        }
+        return dpo_batch_loss(
+            model,
+            sched,
+            data[pairs.chosen[rows]] * 2.0 - 1.0,
+            data[pairs.rejected[rows]] * 2.0 - 1.0,
+            [prompts[i] for i in pairs.chosen[rows]],
+            users,
+            beta=beta,
+            t_range=(t_low, t_high),
+            user_dropout=adapter_cfg.user_dropout,
+            gen=gen,
+        )
 
     try:
         return run_steps(
@@ -380,6 +458,80 @@ def finetune_ppd(
             checkpoint_dir=checkpoint_dir,
             desc="PPD (Diffusion-DPO)",
             progress=progress,
+            items_per_micro_batch=cfg.batch_size,
         )
     finally:
         model.requires_grad_(False)
+        if cfg.gradient_checkpointing:
+            model.unet.disable_gradient_checkpointing()
+            model.release_tokens()
+
+
+def finetune_ppd_on_pairs(
+    model: Any,
+    index: Any,
+    diffs: np.ndarray,
+    cfg: DPOConfig,
+    *,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = False,
+) -> StepResult:
+    """PPD fine-tuning on pairs streamed from disk (:mod:`.pairs_data`): ``index`` a
+    :class:`~.pairs_data.PairIndex`, ``diffs`` each pair's encoder feature difference (n, D).
+    Step ``s`` reads the pairs at positions ``s * batch * accumulation`` onward of the seeded order,
+    so a resumed run reads what the uninterrupted one would have."""
+    from .pairs_data import StreamingPairs, pooled_user_embeddings
+
+    if diffs.shape != (len(index), model.user_dim):
+        raise ValueError(
+            f"pair features have shape {diffs.shape}, expected ({len(index)}, {model.user_dim})"
+        )
+    sched, beta, t_low, t_high = _prepare_dpo(model, cfg)
+    device = torch.device(cfg.device)
+    adapter_cfg = model.adapter.cfg
+    per_step = cfg.batch_size * cfg.accumulation_steps
+    stream: dict[str, Any] = {}
+
+    def step_loss(
+        step: int, rng: np.random.Generator, gen: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        if "it" not in stream:  # opened at the first step run, resumed or not
+            dataset = StreamingPairs(
+                index, model.backbone.image_size, seed=cfg.seed, start=step * per_step
+            )
+            stream["it"] = iter(dataset)
+        items = [next(stream["it"]) for _ in range(cfg.batch_size)]
+        rows = np.array([it["index"] for it in items])
+        users = torch.from_numpy(
+            pooled_user_embeddings(
+                index, diffs, rows, cfg.shots, rng, normalize=adapter_cfg.normalize_user
+            )
+        ).to(device)
+        return dpo_batch_loss(
+            model,
+            sched,
+            torch.stack([it["chosen"] for it in items]) * 2.0 - 1.0,
+            torch.stack([it["rejected"] for it in items]) * 2.0 - 1.0,
+            [it["prompt"] for it in items],
+            users,
+            beta=beta,
+            t_range=(t_low, t_high),
+            user_dropout=adapter_cfg.user_dropout,
+            gen=gen,
+        )
+
+    try:
+        return run_steps(
+            _trainable(model.adapter),
+            step_loss,
+            cfg,
+            checkpoint_dir=checkpoint_dir,
+            desc="PPD on pairs (Diffusion-DPO)",
+            progress=progress,
+            items_per_micro_batch=cfg.batch_size,
+        )
+    finally:
+        model.requires_grad_(False)
+        if cfg.gradient_checkpointing:
+            model.unet.disable_gradient_checkpointing()
+            model.release_tokens()

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ppd_support import build_tiny  # noqa: E402
+from ppd_support import build_tiny, build_tiny_pipeline  # noqa: E402
 
 
 @pytest.fixture
@@ -26,3 +26,9 @@ def inputs():
     x = torch.randn((4, 3, 8, 8), generator=gen)
     t = torch.tensor([1, 20, 50, 99])
     return x, t
+
+
+@pytest.fixture(scope="session")
+def pipeline_dir(tmp_path_factory):
+    """A tiny Stable Diffusion pipeline saved in a local folder, built once per session."""
+    return build_tiny_pipeline(tmp_path_factory.mktemp("sd-tiny"))

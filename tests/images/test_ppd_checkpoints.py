@@ -154,3 +154,42 @@ def test_learning_rate_warms_up_then_decays():
     assert learning_rate(cfg, 60) == pytest.approx(0.5, abs=0.02)
     assert learning_rate(cfg, 109) < 0.01
     assert learning_rate(cfg.model_copy(update={"lr_schedule": "constant"}), 109) == 1.0
+
+
+def test_gradient_checkpointing_and_accumulation_keep_the_same_training():
+    """Recomputing activations changes memory, not the result; accumulating three micro-batches
+    per step trains on more pairs (another result) and logs pairs per second."""
+    pool, rng = _pool()
+    z = FeatureScale.fit(pool.images)(pool.images)
+    pairs = label_pairs(pool, z, simulate_users(4, rng=rng), 6, rng=rng)
+    features = rng.normal(size=(len(pool), USER_DIM)).astype(np.float32)
+    cfg = DPOConfig(steps=2, batch_size=4, lr=1e-2, warmup_steps=0)
+    plain, ckpt = build_tiny(), build_tiny()
+    finetune_ppd(plain, pool.images, pool.prompts, features, pairs, cfg)
+    finetune_ppd(
+        ckpt,
+        pool.images,
+        pool.prompts,
+        features,
+        pairs,
+        cfg.model_copy(update={"gradient_checkpointing": True}),
+    )
+    assert not ckpt.unet.is_gradient_checkpointing  # switched off again after training
+    for (name, a), (_, b) in zip(
+        plain.adapter.state_dict().items(), ckpt.adapter.state_dict().items()
+    ):
+        assert torch.allclose(a, b, atol=1e-6), name
+    accumulated = build_tiny()
+    result = finetune_ppd(
+        accumulated,
+        pool.images,
+        pool.prompts,
+        features,
+        pairs,
+        cfg.model_copy(update={"accumulation_steps": 3}),
+    )
+    assert result.history[-1]["pairs_per_s"] > 0
+    assert not torch.equal(
+        plain.adapter.state_dict()["projector.proj.weight"],
+        accumulated.adapter.state_dict()["projector.proj.weight"],
+    )

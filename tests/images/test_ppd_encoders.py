@@ -135,8 +135,49 @@ def test_training_the_tiny_encoder_with_attribute_readout(tmp_path):
     pool = render_shapes(64, size=8, rng=np.random.default_rng(0))
     cfg = StepTrainingConfig(steps=3, batch_size=16, lr=1e-3, warmup_steps=0)
     state = train_image_encoder(
-        pool.images, image_size=8, dim=5, cfg=cfg, attributes=pool.attributes
+        pool.images,
+        image_size=8,
+        dim=5,
+        cfg=cfg,
+        objective="supervised-attributes",
+        attributes=pool.attributes,
     )
     assert set(state) == set(TinyImageNet(8, 5).state_dict())  # the read-out head is not kept
     plain = train_image_encoder(pool.images, image_size=8, dim=5, cfg=cfg)
     assert not torch.equal(state["head.weight"], plain["head.weight"])
+    # the self-supervised default takes no attributes: it cannot be handed the oracle
+    with pytest.raises(ValueError, match="only with"):
+        train_image_encoder(pool.images, image_size=8, dim=5, cfg=cfg, attributes=pool.attributes)
+    assert get_encoder("tiny-image-supervised").name == "tiny-image-supervised"
+
+
+def test_the_self_supervised_encoder_learns_what_the_pixels_show():
+    """Trained on pixels alone, the default encoder's embedding tells brightness and position
+    apart far better than the same network with random weights (a linear read-out, fitted after
+    training, on images it never saw). Measured at this size: R^2 0.42 / 0.85 trained against
+    0.08 / 0.44 random."""
+    from persona_engine_ppd.config import StepTrainingConfig
+    from persona_engine_ppd.image_net import TinyImageNet
+    from persona_engine_ppd.recipe import embed_with
+    from persona_engine_ppd.synthetic import FeatureScale, linear_probe_r2
+    from persona_engine_ppd.trainer import train_image_encoder
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    pool, test = render_shapes(1000, size=8, rng=rng), render_shapes(500, size=8, rng=rng)
+    scale = FeatureScale.fit(pool.images)
+
+    def r2(state):
+        return linear_probe_r2(
+            embed_with(state, pool.images, 8, 16),
+            scale(pool.images),
+            embed_with(state, test.images, 8, 16),
+            scale(test.images),
+        )
+
+    torch.manual_seed(0)
+    random_r2 = r2(TinyImageNet(8, 16).state_dict())
+    cfg = StepTrainingConfig(steps=150, batch_size=128, lr=1e-2, warmup_steps=5)
+    trained_r2 = r2(train_image_encoder(pool.images, image_size=8, dim=16, cfg=cfg))
+    assert trained_r2[1] > random_r2[1] + 0.2, (trained_r2, random_r2)  # brightness
+    assert trained_r2[2] > random_r2[2] + 0.2, (trained_r2, random_r2)  # x position

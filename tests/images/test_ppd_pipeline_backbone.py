@@ -4,10 +4,7 @@ Stable Diffusion 1.5 itself needs its weights and a GPU; this runs the same code
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
-import pytest
 import torch
 from persona_engine_ppd import register_model
 from persona_engine_ppd.checkpoint import build_model, load_model, save_model
@@ -17,76 +14,6 @@ from persona_engine_ppd.synthetic import FeatureScale, label_pairs, render_shape
 from persona_engine_ppd.trainer import finetune_ppd
 
 from persona_engine.engine import Engine
-
-
-@pytest.fixture(scope="module")
-def pipeline_dir(tmp_path_factory):
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    root = tmp_path_factory.mktemp("sd-tiny")
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = {
-        "<|startoftext|>": 0,
-        "<|endoftext|>": 1,
-        **{c: i + 2 for i, c in enumerate(letters)},
-        **{c + "</w>": i + 28 for i, c in enumerate(letters)},
-    }
-    (root / "vocab.json").write_text(json.dumps(vocab))
-    (root / "merges.txt").write_text("#version: 0.2\n")
-    torch.manual_seed(0)
-    tokenizer = CLIPTokenizer(
-        str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=8
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=8,
-        )
-    )
-    unet = UNet2DConditionModel(
-        sample_size=4,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        norm_num_groups=4,
-        attention_head_dim=4,
-    )
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=8,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=DDIMScheduler(num_train_timesteps=100, clip_sample=False, steps_offset=1),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(root / "pipe")
-    return root / "pipe"
 
 
 def _cfg(path):

@@ -63,3 +63,22 @@ def test_users_label_pairs_by_their_reward():
     users = simulate_users(6, rng=rng, opposite_pairs=True)
     assert np.allclose(users[0].weights, -users[1].weights)
     assert all(np.linalg.norm(u.weights) == pytest.approx(1.0) for u in users)
+
+
+def test_users_can_leave_an_octant_empty_or_fill_only_it():
+    from persona_engine_ppd.synthetic import in_octant
+
+    rng = np.random.default_rng(2)
+    octant = (1, -1, 1)
+    train = np.stack([u.weights for u in simulate_users(300, rng=rng, exclude_octant=octant)])
+    assert not in_octant(train, octant).any()
+    # the other seven octants stay covered (each holds about 1/7 of the users)
+    signs = {tuple(s) for s in np.sign(train).astype(int)}
+    assert len(signs) == 7
+    held = simulate_users(20, rng=rng, within_octant=octant)
+    assert in_octant(np.stack([u.weights for u in held]), octant).all()
+    pairs = simulate_users(40, rng=rng, opposite_pairs=True, exclude_octant=octant)
+    both = np.stack([u.weights for u in pairs])
+    assert not in_octant(both, octant).any() and np.allclose(both[0], -both[1])
+    with pytest.raises(ValueError, match="signs"):
+        simulate_users(2, rng=rng, within_octant=(1, 0, 1))
