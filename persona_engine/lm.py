@@ -153,6 +153,7 @@ class LanguageModel:
     tokenizer: Any
     name: str
     id: str  # name plus a digest of its config: the key of caches derived from this model
+    weights_id: str = ""  # the same without the dtype: what a model trained on it depends on
 
     @property
     def eos_ids(self) -> list[int]:
@@ -204,16 +205,50 @@ def wrap_lm(model: Any, tokenizer: Any, name: str) -> LanguageModel:
     """A :class:`LanguageModel` around an in-memory model (tests build tiny ones in code)."""
     model.eval()
     model.requires_grad_(False)
+    config = model.config.to_dict()
     digest = hashlib.sha256(model.config.to_json_string().encode()).hexdigest()[:12]
-    return LanguageModel(model=model, tokenizer=tokenizer, name=name, id=f"{name}@{digest}")
+    for key in ("dtype", "torch_dtype"):
+        config.pop(key, None)
+    weights = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    return LanguageModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        id=f"{name}@{digest}",
+        weights_id=f"{name}@{weights[:12]}",
+    )
+
+
+def resolve_lm_dtype(dtype: str, device: str) -> str:
+    """``dtype``, with ``"auto"`` resolved: bfloat16 on a CUDA device that supports it, else
+    float32 (CPUs and older GPUs run bfloat16 slowly or not at all)."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    cuda = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    return "bfloat16" if cuda and torch.cuda.is_bf16_supported() else "float32"
+
+
+def resolve_lm_device(device: str) -> str:
+    """``device``, with ``"auto"`` resolved to ``cuda`` when a GPU is present, else ``cpu``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def load_lm(
     spec: str | None = None, *, device: str = "cpu", dtype: str = "float32"
 ) -> LanguageModel:
-    """Load (once per process) the LM named by ``spec`` (see :func:`resolve_lm_path`)."""
+    """Load (once per process) the LM named by ``spec`` (see :func:`resolve_lm_path`) on
+    ``device`` in ``dtype`` (``"auto"`` for either: see :func:`resolve_lm_device`,
+    :func:`resolve_lm_dtype`)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = resolve_lm_path(spec)
+    dtype = resolve_lm_dtype(dtype, device)
+    device = resolve_lm_device(device)
     key = (str(path.resolve()), device, dtype)
     with _LOAD_LOCK:
         if key not in _LOADED:
@@ -331,6 +366,11 @@ def sampling_processors(config: DecodingConfig) -> list[Any]:
     return procs
 
 
+def wants_hidden(processor: Any) -> bool:
+    """Whether a processor reads the final hidden states (it has an ``observe_hidden`` method)."""
+    return callable(getattr(processor, "observe_hidden", None))
+
+
 def decode_tokens(
     lm: LanguageModel,
     contexts: Sequence[Sequence[Sequence[int]]],
@@ -347,6 +387,11 @@ def decode_tokens(
     to all of that prompt's rows. Yields the ``B`` chosen token ids per step; a finished prompt
     yields the pad id. Stops when every prompt produced an end-of-sequence token or after
     ``max_new_tokens`` steps.
+
+    Everything stays on the model's device: only the ``B`` chosen ids reach the CPU per step.
+    A processor with an ``observe_hidden(hidden)`` method is given, before each call, the final
+    hidden states ``(B*R, H)`` (the output embedding's input) of this call's own forward pass
+    (``output_hidden_states``), so nothing is captured through hooks on the shared model.
     """
     import torch
 
@@ -358,25 +403,34 @@ def decode_tokens(
     device = next(lm.model.parameters()).device
     # dummy rows (if any) come last and are dropped from the logits every step
     ids, mask, extra = padded_batch([row for group in contexts for row in group], lm.pad_id, device)
+    ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     first = [list(group[0]) for group in contexts]
-    history = torch.tensor([[r[0]] * (ids.shape[1] - len(r)) + r for r in first], dtype=torch.long)
+    history = torch.tensor(
+        [[r[0]] * (ids.shape[1] - len(r)) + r for r in first], dtype=torch.long, device=device
+    )
     procs = [*processors, *sampling_processors(config)]
-    eos = torch.tensor(lm.eos_ids or [lm.pad_id])
-    generator = torch.Generator().manual_seed(config.seed)
-    finished = torch.zeros(B, dtype=torch.bool)
+    observers = [p for p in processors if wants_hidden(p)]
+    hidden_kw = {"output_hidden_states": True} if observers else {}
+    eos = torch.tensor(lm.eos_ids or [lm.pad_id], device=device)
+    pad = torch.tensor(lm.pad_id, device=device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    finished = torch.zeros(B, dtype=torch.bool, device=device)
     with torch.inference_mode():
         out = lm.model(
-            input_ids=ids.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
             use_cache=True,
             logits_to_keep=1,
+            **hidden_kw,
         )
     cache = cache_of(out)
     for step in range(config.max_new_tokens):
         with torch.inference_mode():
-            logits = out.logits[: B * R, -1, :].float().cpu().view(B, R, -1)
+            for proc in observers:
+                proc.observe_hidden(out.hidden_states[-1][: B * R, -1])
+            logits = out.logits[: B * R, -1, :].float().view(B, R, -1)
             scores = combine(logits) if combine is not None else logits[:, 0]
             for proc in procs:
                 scores = proc(history, scores)
@@ -385,21 +439,22 @@ def decode_tokens(
                 token = torch.multinomial(probs, 1, generator=generator).squeeze(1)
             else:
                 token = scores.argmax(dim=-1)
-            token = torch.where(finished, torch.tensor(lm.pad_id), token)
+            token = torch.where(finished, pad, token)
         yield token.tolist()
         finished |= torch.isin(token, eos)
         if bool(finished.all()) or step == config.max_new_tokens - 1:
             return
         history = torch.cat([history, token[:, None]], dim=1)
-        mask = torch.cat([mask, torch.ones((B * R + extra, 1), dtype=torch.long)], dim=1)
+        mask = torch.cat([mask, mask.new_ones((B * R + extra, 1))], dim=1)
         positions = positions[:, -1:] + 1
         with torch.inference_mode():
             out = lm.model(
-                input_ids=step_inputs(token, R, extra).to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
+                input_ids=step_inputs(token, R, extra),
+                attention_mask=mask,
+                position_ids=positions,
                 **cache_kwargs(lm.model, cache),
                 use_cache=True,
+                **hidden_kw,
             )
         cache = cache_of(out)
 
@@ -459,64 +514,56 @@ def continuation_logprobs(
         raise InvalidInputError("continuation_logprobs needs prefixes and non-empty continuations")
     P, C = len(prefixes), len(continuations)
     T = max(len(c) for c in continuations)
-    captured: list[Any] = []
-    head = lm.model.get_output_embeddings()
-    hook = (
-        head.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-        if with_hidden
-        else None
-    )
     device = next(lm.model.parameters()).device
-    try:
-        with torch.inference_mode():
-            ids, mask = _left_pad(prefixes, lm.pad_id)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            out = lm.model(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                use_cache=True,
-                logits_to_keep=1,
+    hidden_kw = {"output_hidden_states": True} if with_hidden else {}
+    with torch.inference_mode():
+        ids, mask = _left_pad(prefixes, lm.pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = lm.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **hidden_kw,
+        )
+        first = out.logits[:, -1, :].float()  # (P, V): predicts each continuation's first token
+        cache = cache_of(out)
+        cache.batch_repeat_interleave(C)
+        cont = torch.full((C, T), lm.pad_id, dtype=torch.long)
+        cont_mask = torch.zeros((C, T), dtype=torch.long)
+        for i, c in enumerate(continuations):
+            cont[i, : len(c)] = torch.tensor(list(c), dtype=torch.long)
+            cont_mask[i, : len(c)] = 1
+        cont, cont_mask = cont.to(device), cont_mask.to(device)
+        full_mask = torch.cat([mask.repeat_interleave(C, dim=0), cont_mask.repeat(P, 1)], dim=1)
+        pos = mask.sum(-1).repeat_interleave(C)[:, None] + torch.arange(T, device=device)[None, :]
+        out2 = lm.model(
+            input_ids=cont.repeat(P, 1),
+            attention_mask=full_mask,
+            position_ids=pos,
+            **cache_kwargs(lm.model, cache),
+            use_cache=False,
+            **hidden_kw,
+        )
+        logits = torch.cat(
+            [first.repeat_interleave(C, dim=0)[:, None], out2.logits[:, :-1].float()], dim=1
+        )
+        # normalised and gathered on the model's device: only (P, C, T) numbers reach the CPU
+        logprobs = (
+            (torch.log_softmax(logits, dim=-1).gather(-1, cont.repeat(P, 1)[..., None]))
+            .squeeze(-1)
+            .view(P, C, T)
+            * cont_mask[None]
+        ).cpu()
+        hidden = None
+        if with_hidden:
+            h_first = out.hidden_states[-1][:, -1].float()
+            h_rest = out2.hidden_states[-1][:, :-1].float()
+            hidden = (
+                torch.cat([h_first.repeat_interleave(C, dim=0)[:, None], h_rest], dim=1)
+                .view(P, C, T, -1)
+                .cpu()
             )
-            first = (
-                out.logits[:, -1, :].float().cpu()
-            )  # (P, V): predicts each continuation's first token
-            cache = cache_of(out)
-            cache.batch_repeat_interleave(C)
-            cont = torch.full((C, T), lm.pad_id, dtype=torch.long)
-            cont_mask = torch.zeros((C, T), dtype=torch.long)
-            for i, c in enumerate(continuations):
-                cont[i, : len(c)] = torch.tensor(list(c), dtype=torch.long)
-                cont_mask[i, : len(c)] = 1
-            full_mask = torch.cat([mask.repeat_interleave(C, dim=0), cont_mask.repeat(P, 1)], dim=1)
-            pos = mask.sum(-1).repeat_interleave(C)[:, None] + torch.arange(T)[None, :]
-            out2 = lm.model(
-                input_ids=cont.repeat(P, 1).to(device),
-                attention_mask=full_mask.to(device),
-                position_ids=pos.to(device),
-                **cache_kwargs(lm.model, cache),
-                use_cache=False,
-            )
-            logits = torch.cat(
-                [first.repeat_interleave(C, dim=0)[:, None], out2.logits[:, :-1].float().cpu()],
-                dim=1,
-            )
-            logprobs = (
-                torch.log_softmax(logits, dim=-1)
-                .gather(-1, cont.repeat(P, 1)[..., None])
-                .squeeze(-1)
-            )
-            logprobs = logprobs.view(P, C, T) * cont_mask[None]
-            hidden = None
-            if with_hidden:
-                h_first, h_rest = (
-                    captured[0][:, -1].float().cpu(),
-                    captured[1][:, :-1].float().cpu(),
-                )
-                hidden = torch.cat(
-                    [h_first.repeat_interleave(C, dim=0)[:, None], h_rest], dim=1
-                ).view(P, C, T, -1)
-    finally:
-        if hook is not None:
-            hook.remove()
-    return logprobs, cont_mask, hidden
+    return logprobs, cont_mask.cpu(), hidden

@@ -27,16 +27,31 @@ from persona_engine.lm import DEFAULT_LM, DecodingConfig
 from .attributes import AttributeVocabulary, load_vocabulary
 
 REQUEST_KEYS = ("weights",)
-MODEL_KEYS = ("lm", "slm", "attributes", "head", "device", "dtype")  # fixed per generator instance
+MODEL_KEYS = (
+    "lm",
+    "small_lm",
+    "small_lm_device",
+    "attributes",
+    "head",
+    "device",
+    "dtype",
+)  # fixed per generator instance
 
 
 class DriftConfig(DecodingConfig):
     lm: str = Field(
         DEFAULT_LM, description="Base LM: 'smollm2' (embedded), a local HF folder or a .gguf file."
     )
-    slm: str = Field(
+    small_lm: str = Field(
         "",
-        description="Small LM that scores and steers the attributes (same tokenizer); empty: the base LM, run in the same batch.",
+        description=(
+            "A second, smaller causal LM (local HF folder or .gguf) whose attribute log-ratios "
+            "steer the frozen base LM and score the user's comparisons; it must share the base "
+            "LM's tokenizer. Empty: the base LM itself, run in the same batch."
+        ),
+    )
+    small_lm_device: str = Field(
+        "", description="torch device of the small LM (empty: the base LM's `device`)."
     )
     attributes: list[str] = Field(
         ["psoups", "style"],
@@ -72,8 +87,9 @@ class DriftConfig(DecodingConfig):
         32, ge=1, description="Tokens of each compared response scored for the attribute rewards."
     )
     device: str = Field("cpu", description="torch device.")
-    dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="Weights dtype of the LMs."
+    dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32",
+        description="Weights dtype of the LMs (auto: bfloat16 on a CUDA GPU that has it).",
     )
 
 
@@ -111,7 +127,13 @@ class DriftGenerator(Generator):
 
         cfg = cfg or self.config
         lm = load_lm(cfg.lm, device=cfg.device, dtype=cfg.dtype)
-        slm = load_lm(cfg.slm, device=cfg.device, dtype=cfg.dtype) if cfg.slm else lm
+        if not cfg.small_lm:
+            return lm, lm
+        device = cfg.small_lm_device or cfg.device
+        slm = load_lm(cfg.small_lm, device=device, dtype=cfg.dtype)
+        from .steering import check_same_vocabulary
+
+        check_same_vocabulary(lm, slm)
         return lm, slm
 
     # -- user weights ------------------------------------------------------------------------

@@ -13,8 +13,11 @@ Two ways to run it:
   prompt and the ``m`` attribute rows run as one batch of ``1 + m`` rows per step;
   ``h_LLM = h_base`` comes from row 0. :func:`drift_combine` is the ``combine`` of
   :func:`persona_engine.lm.decode_tokens`.
-- **separate** small LM: :class:`DriftLogitsProcessor`, a transformers ``LogitsProcessor`` with its
-  own batched KV cache over the ``1 + m`` small-LM rows, added to any base model's logits.
+- **separate** small LM (``small_lm=PATH``, Drift's design: a small LM steering a large frozen
+  one): :class:`DriftLogitsProcessor`, a transformers ``LogitsProcessor`` with its own batched KV
+  cache over the ``1 + m`` small-LM rows on the small LM's own device, added to any base model's
+  logits (only the ``(B, V)`` steering term crosses devices). The two LMs must share a tokenizer
+  (:func:`check_same_vocabulary`).
 """
 
 from __future__ import annotations
@@ -53,9 +56,20 @@ def check_same_vocabulary(lm: Any, slm: Any) -> None:
         return
     a, b = lm.tokenizer.get_vocab(), slm.tokenizer.get_vocab()
     if a != b:
+        differ = sorted({t for t in a.keys() | b.keys() if a.get(t) != b.get(t)})
         raise InvalidInputError(
-            f"Drift needs the base LM ({lm.name}) and the small LM ({slm.name}) to share a tokenizer; they differ"
+            f"Drift needs the base LM ({lm.name}, {len(a)} tokens) and the small LM "
+            f"({slm.name}, {len(b)} tokens) to share one tokenizer: {len(differ)} tokens are "
+            f"missing from one or have other ids (e.g. {differ[:3]}); pick a small LM of the "
+            "same family"
         )
+
+
+def extend_mask(mask: Any) -> Any:
+    """``mask`` with one more column of ones (on its own device)."""
+    import torch
+
+    return torch.cat([mask, mask.new_ones((len(mask), 1))], dim=1)
 
 
 class DriftLogitsProcessor(LogitsProcessor):
@@ -74,6 +88,7 @@ class DriftLogitsProcessor(LogitsProcessor):
 
         self.slm, self.beta = slm, float(beta)
         self.weights = torch.as_tensor(weights, dtype=torch.float32)
+        self._weights = self.weights  # a copy on the small LM's device once it is known
         self.contexts = [[list(r) for r in group] for group in contexts]
         self.rows = len(self.contexts[0])
         self._cache: Any = None
@@ -82,15 +97,21 @@ class DriftLogitsProcessor(LogitsProcessor):
         self._seen = 0
         self._extra = 0
 
+    @property
+    def device(self) -> Any:
+        """The small LM's device: its inputs are moved there, whatever device the base LM is on."""
+        return next(self.slm.model.parameters()).device
+
     def _prefill(self) -> Any:
         from persona_engine.lm import cache_of, padded_batch
 
         rows = [r for g in self.contexts for r in g]
-        device = next(self.slm.model.parameters()).device
-        ids, self._mask, self._extra = padded_batch(rows, self.slm.pad_id, device)
+        device = self.device
+        ids, mask, self._extra = padded_batch(rows, self.slm.pad_id, device)
+        self._mask = mask.to(device)
         self._positions = (self._mask.cumsum(-1) - 1).clamp(min=0)
         out = self.slm.model(
-            input_ids=ids,
+            input_ids=ids.to(device),
             attention_mask=self._mask,
             position_ids=self._positions,
             use_cache=True,
@@ -100,16 +121,12 @@ class DriftLogitsProcessor(LogitsProcessor):
         return out.logits[: len(rows), -1]
 
     def _advance(self, tokens: Any) -> Any:
-        import torch
-
-        self._mask = torch.cat(
-            [self._mask, torch.ones((len(self._mask), 1), dtype=torch.long)], dim=1
-        )
-        self._positions = self._positions[:, -1:] + 1
         from persona_engine.lm import cache_kwargs, cache_of, step_inputs
 
+        self._mask = extend_mask(self._mask)
+        self._positions = self._positions[:, -1:] + 1
         out = self.slm.model(
-            input_ids=step_inputs(tokens, self.rows, self._extra),
+            input_ids=step_inputs(tokens.to(self.device), self.rows, self._extra),
             attention_mask=self._mask,
             position_ids=self._positions,
             **cache_kwargs(self.slm.model, self._cache),
@@ -129,10 +146,13 @@ class DriftLogitsProcessor(LogitsProcessor):
                     raise RuntimeError(
                         "DriftLogitsProcessor must see every generated token, one step at a time"
                     )
-                logits = self._advance(input_ids[:, -1].cpu())
+                logits = self._advance(input_ids[:, -1])
             self._seen = input_ids.shape[1]
+            if self._weights.device != logits.device:
+                self._weights = self.weights.to(logits.device)
+            # on the small LM's device; only the (B, V) steering term moves to the base LM's
             delta = steering_delta(
-                logits.view(len(self.contexts), self.rows, -1).cpu(), self.weights, self.beta
+                logits.view(len(self.contexts), self.rows, -1), self._weights, self.beta
             )
         vocab = min(scores.shape[-1], delta.shape[-1])
         out = scores.clone()

@@ -50,7 +50,9 @@ class PadConfig(DecodingConfig):
         10, ge=1, description="Fewest comparisons to fit a preference from a user's comparisons."
     )
     device: str = Field("cpu", description="torch device.")
-    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Weights dtype of the LM.")
+    dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32", description="Weights dtype of the LM (auto: bfloat16 on a CUDA GPU that has it)."
+    )
 
 
 def parse_preference(value: Any, vocab: Any) -> dict[str, float]:
@@ -75,10 +77,8 @@ class PadGenerator(Generator):
 
     def __init__(self, config: Any = None, **overrides: Any):
         super().__init__(config, **overrides)
-        self._lock = (
-            threading.Lock()
-        )  # the capture hook sits on the shared model: one decode at a time
         self._head: Any = None
+        self._head_lock = threading.Lock()
 
     @cached_property
     def vocab(self) -> Any:
@@ -93,7 +93,11 @@ class PadGenerator(Generator):
         return load_lm(cfg.lm, device=cfg.device, dtype=cfg.dtype)
 
     def head(self) -> tuple[Any, dict[str, Any]]:
-        """The trained reward head (loaded once)."""
+        """The trained reward head (loaded once, also when requests arrive together)."""
+        with self._head_lock:
+            return self._load_head()
+
+    def _load_head(self) -> tuple[Any, dict[str, Any]]:
         from pathlib import Path
 
         from .trainer import default_head_dir, load_head
@@ -110,8 +114,9 @@ class PadGenerator(Generator):
         return self._head
 
     def set_head(self, head: Any, info: dict[str, Any]) -> None:
-        """Use an in-memory head (tests, benchmarks) instead of loading one."""
-        self._head = (head, info)
+        """Use an in-memory head (tests, benchmarks) instead of loading one (moved to the LM's
+        device)."""
+        self._head = (head.to(next(self.lm().model.parameters()).device), info)
 
     def preference(
         self, request: GenerationRequest, cfg: PadConfig, given: Any
@@ -192,8 +197,8 @@ class PadGenerator(Generator):
             for p, pref in zip(prompts, preferences)
         ]
         proc = PADLogitsProcessor(lm, head, W, rm_weight=cfg.rm_weight, top_k=cfg.top_k)
-        with self._lock, proc:
-            yield from decode_tokens(lm, contexts, cfg, processors=[proc])
+        # the processor gets each step's hidden states from decode_tokens: no hook, no lock
+        yield from decode_tokens(lm, contexts, cfg, processors=[proc])
 
     def generate_batch(
         self, prompts: Sequence[str], preferences: Sequence[Any], **options: Any

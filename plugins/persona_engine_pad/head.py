@@ -16,8 +16,15 @@ LM head. Over the base model's top-k candidates ``c``::
     R(p, s, c)  = sum_j p_j phi_j(s, c)
 
 Because the output head is linear, ``W_c (h + B_j A_j h) = z_base(c) + W_c B_j A_j h``: the reward
-needs no second backbone pass, only ``k`` rows of the output matrix. Each channel is trained only
-on its own attribute's pairs, so a user's reward moves only the attributes their profile weights.
+needs no second backbone pass, only ``k`` rows of the output matrix.
+
+Training (:mod:`.dpo`) reads the same channels over the full vocabulary, as the DPO implicit
+reward of the taken token ``a`` (:meth:`PersonalizedRewardHead.vocab_rewards`)::
+
+    phi_j(s, a) = log_softmax_V(W (h + B_j A_j h))_a - log_softmax_V(W h)_a
+
+A pair labelled with ``p`` moves only the channels ``p`` weights, so a user's reward moves only
+the attributes their profile weights.
 """
 
 from __future__ import annotations
@@ -74,6 +81,24 @@ class PersonalizedRewardHead(nn.Module):
             torch.log_softmax(prm_logits, dim=-1)
             - torch.log_softmax(base_logits, dim=-1)[:, None, :]
         )
+
+    def vocab_rewards(
+        self,
+        hidden: torch.Tensor,
+        out_weight: torch.Tensor,
+        tokens: torch.Tensor,
+        channels: list[int],
+    ) -> torch.Tensor:
+        """``phi (N, K')`` of the taken tokens over the full vocabulary: hidden states ``(N, H)``
+        before the output matrix ``out_weight (V, H)``, and the token each state chose ``(N,)``."""
+        base = hidden @ out_weight.T  # (N, V)
+        taken = tokens[:, None]
+        base_lp = base.gather(-1, taken) - torch.logsumexp(base, -1, keepdim=True)  # (N, 1)
+        shift = self.shift(hidden, channels)  # (N, K', H)
+        prm = base[:, None, :] + shift @ out_weight.T  # (N, K', V)
+        idx = taken[:, None, :].expand(-1, len(channels), 1)
+        prm_lp = prm.gather(-1, idx).squeeze(-1) - torch.logsumexp(prm, -1)  # (N, K')
+        return prm_lp - base_lp
 
     def config_dict(self) -> dict[str, Any]:
         return {"hidden_size": self.hidden_size, "attributes": self.attributes, "rank": self.rank}

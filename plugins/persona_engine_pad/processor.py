@@ -9,18 +9,37 @@ the reward weight (``rm_weight`` in the official configs, 0.5-1.5; fluency fell 
 small trials, so values above 1 draw a warning).
 
 The reward model shares the frozen backbone with the base model, so the final hidden state it
-needs is captured from the base model's own forward pass (a forward pre-hook on the output
-embedding): PAD costs a few small matrix products per token, not a second LM pass. Use the
-processor as a context manager (the hook is removed on exit); it works with
-:func:`persona_engine.lm.decode_tokens` and with ``model.generate(logits_processor=[...])``.
+needs comes from the base model's own forward pass: PAD costs a few small matrix products per
+token, not a second LM pass. Inside :func:`persona_engine.lm.decode_tokens` the loop hands each
+step's hidden states to :meth:`PADLogitsProcessor.observe_hidden` (from that call's own
+``output_hidden_states``): no state on the model, so any number of requests can decode on one
+shared model at once. With ``model.generate(logits_processor=[...])``, use the processor as a
+context manager: it then reads the hidden state through a forward pre-hook on the output
+embedding, holding the model's own lock (one per model) until exit, so two hooked decodes never
+see each other's states.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any
 
 import torch
 from transformers import LogitsProcessor
+
+#: one lock per model object, held while a hook of a PAD processor sits on it
+_HOOK_LOCKS: weakref.WeakKeyDictionary[Any, threading.Lock] = weakref.WeakKeyDictionary()
+_HOOK_LOCKS_GUARD = threading.Lock()
+
+
+def hook_lock(model: Any) -> threading.Lock:
+    """The lock of ``model`` that hooked PAD decodes hold (created on first use)."""
+    with _HOOK_LOCKS_GUARD:
+        lock = _HOOK_LOCKS.get(model)
+        if lock is None:
+            lock = _HOOK_LOCKS[model] = threading.Lock()
+        return lock
 
 
 class PADLogitsProcessor(LogitsProcessor):
@@ -37,8 +56,15 @@ class PADLogitsProcessor(LogitsProcessor):
         self.rm_weight, self.top_k = float(rm_weight), int(top_k)
         self._hidden: Any = None
         self._hook: Any = None
+        self._lock: threading.Lock | None = None
+
+    def observe_hidden(self, hidden: Any) -> None:
+        """This step's final hidden states ``(B, H)``, given by :func:`persona_engine.lm.decode_tokens`."""
+        self._hidden = hidden
 
     def __enter__(self) -> PADLogitsProcessor:
+        self._lock = hook_lock(self.lm.model)
+        self._lock.acquire()
         out = self.lm.model.get_output_embeddings()
         self._hook = out.register_forward_pre_hook(self._capture)
         return self
@@ -47,6 +73,9 @@ class PADLogitsProcessor(LogitsProcessor):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _capture(self, _module: Any, args: Any) -> None:
         self._hidden = args[0][:, -1].detach()
@@ -65,7 +94,8 @@ class PADLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         if self._hidden is None:
             raise RuntimeError(
-                "PADLogitsProcessor is not attached: use it as `with processor:` around decoding"
+                "PADLogitsProcessor saw no hidden state: run it in decode_tokens, or as "
+                "`with processor:` around model.generate"
             )
         from persona_engine.lm import batch_padding
 

@@ -3,7 +3,16 @@
 What is trained: only the low-rank channels ``A_j, B_j`` of :class:`PersonalizedRewardHead`
 (``2 * rank * H`` numbers per attribute); the LM's backbone and output head stay frozen.
 
-On what: the base LM's own answers. For every training prompt (by default
+Two objectives (``PadTrainConfig.objective``):
+
+- ``dpo`` (the default, PAD as published): preference pairs ``(prompt, chosen, rejected)``, each
+  labelled with a preference vector ``p``, train ``R(p, s, a) = sum_j p_j phi_j(s, a)`` with
+  PAD's DPO loss against the frozen base (:mod:`.dpo`; the pairs come from :mod:`.pairs`: a JSONL
+  file or the users' stored comparisons).
+- ``distill`` (this library's shortcut, no preference data; below): each channel is regressed
+  onto the LM's own log-ratio between the attribute's system prompt and the neutral one.
+
+``distill`` trains on the base LM's own answers. For every training prompt (by default
 ``profiles/attributes/prompts/general.yaml``, none of them from the evaluation set) the LM samples
 answers under the neutral system prompt and under each attribute's steering prompt (common random
 numbers across prompts, :func:`contrast_responses`). Every token state of those answers is run
@@ -20,9 +29,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from persona_engine.config import PluginConfig, TrainingConfig
 from persona_engine.errors import InvalidInputError, NoModelError
@@ -31,31 +40,74 @@ from persona_engine.paths import user_dir
 NEUTRAL = "neutral"
 
 
+#: the shared loop's defaults per objective (a dpo batch is pairs, a distill batch token states)
+TRAINING_DEFAULTS = {
+    "dpo": {"epochs": 20, "batch_size": 16, "lr": 5e-3, "val_fraction": 0.1, "patience": 4},
+    "distill": {"epochs": 30, "batch_size": 256, "lr": 1e-2, "val_fraction": 0.2, "patience": 5},
+}
+
+
 class PadTrainConfig(PluginConfig):
+    objective: Literal["dpo", "distill"] = Field(
+        "dpo",
+        description=(
+            "dpo: PAD's published objective, DPO on preference pairs labelled with preference "
+            "vectors; distill: regress each channel onto the LM's attribute-prompt log-ratio "
+            "(no preference data)."
+        ),
+    )
+    rank: int = Field(8, ge=1, description="Rank of each attribute channel.")
+    beta: float = Field(0.1, gt=0, description="dpo: DPO's beta (scale of the reward margin).")
+    preference_prompt: bool = Field(
+        True,
+        description="dpo: states are read under the pair's preference prompt, as PAD decodes by default.",
+    )
+    max_response_tokens: int = Field(
+        64, ge=1, description="dpo: tokens of each response the reward is summed over."
+    )
     train_attributes: list[str] = Field(
-        default_factory=list, description="Attributes to train (empty: the whole vocabulary)."
+        default_factory=list,
+        description="distill: attributes to train (empty: the whole vocabulary).",
     )
     prompts: str = Field(
         "general",
-        description="Training prompts: a profiles/attributes/prompts name or a YAML/text file.",
+        description="distill: training prompts, a profiles/attributes/prompts name or a YAML/text file.",
     )
     max_prompts: int = Field(
-        0, ge=0, description="Use at most this many training prompts (0: all)."
+        0, ge=0, description="distill: use at most this many training prompts (0: all)."
     )
-    samples: int = Field(4, ge=1, description="Answers sampled per prompt and system prompt.")
-    max_new_tokens: int = Field(32, ge=4, description="Length of the sampled answers (tokens).")
-    temperature: float = Field(0.8, gt=0, description="Sampling temperature of the answers.")
-    rank: int = Field(8, ge=1, description="Rank of each attribute channel.")
+    samples: int = Field(
+        4, ge=1, description="distill: answers sampled per prompt and system prompt."
+    )
+    max_new_tokens: int = Field(
+        32, ge=4, description="distill: length of the sampled answers (tokens)."
+    )
+    temperature: float = Field(
+        0.8, gt=0, description="distill: sampling temperature of the answers."
+    )
     top_k: int = Field(
-        10, ge=2, description="Candidates the token reward is normalised over (PAD's top-k)."
+        10,
+        ge=2,
+        description="distill: candidates the token reward is normalised over (PAD's top-k).",
     )
-    batch_rows: int = Field(24, ge=1, description="Sequences per generation batch.")
+    batch_rows: int = Field(24, ge=1, description="distill: sequences per generation batch.")
     training: TrainingConfig = Field(
-        default_factory=lambda: TrainingConfig(
-            epochs=30, batch_size=256, lr=1e-2, val_fraction=0.2, patience=5, weight_decay=0.0
-        ),
-        description="Options of the shared training loop.",
+        default_factory=lambda: TrainingConfig(**TRAINING_DEFAULTS["dpo"]),
+        description="Options of the shared training loop (defaults depend on the objective).",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_defaults(cls, data: Any) -> Any:
+        """Unset training options take the objective's defaults (:data:`TRAINING_DEFAULTS`)."""
+        if isinstance(data, dict):
+            objective = data.get("objective", "dpo")
+            given = data.get("training") or {}
+            if isinstance(given, TrainingConfig):
+                given = given.model_dump(exclude_unset=True)
+            if objective in TRAINING_DEFAULTS and isinstance(given, dict):
+                data = {**data, "training": {**TRAINING_DEFAULTS[objective], **given}}
+        return data
 
 
 def contrast_responses(
@@ -114,25 +166,31 @@ def answer_pool(
     return prompts, answers
 
 
-def reward_targets(lm: Any, h_attr: Any, h_neutral: Any, *, top_k: int) -> dict[str, Any]:
+def reward_targets(
+    lm: Any, h_attr: Any, h_neutral: Any, *, top_k: int, device: Any = None
+) -> dict[str, Any]:
     """Training rows of one channel from the same token states in the attribute context
     (``h_attr``) and the neutral one (``h_neutral``): for the head input of each context, the
-    top-k candidates of that context, the target ``delta_j`` over them and the candidate weights."""
+    top-k candidates of that context, the target ``delta_j`` over them and the candidate weights.
+    The full-vocabulary logits are computed on ``device`` (default: the LM's); the rows are
+    returned on the CPU."""
     import torch
 
-    weight = lm.model.get_output_embeddings().weight.detach().float().cpu()
+    weight = lm.model.get_output_embeddings().weight.detach()
+    weight = weight.to(device if device is not None else weight.device, torch.float32)
     rows: dict[str, list[Any]] = {"hidden": [], "candidates": [], "delta": [], "weight": []}
     for start in range(0, len(h_attr), 512):
-        ha, h0 = h_attr[start : start + 512].float(), h_neutral[start : start + 512].float()
+        ha = h_attr[start : start + 512].to(weight.device, torch.float32)
+        h0 = h_neutral[start : start + 512].to(weight.device, torch.float32)
         z_attr, z_neutral = ha @ weight.T, h0 @ weight.T
         for h, z in ((ha, z_attr), (h0, z_neutral)):
             cand = z.topk(top_k, dim=-1).indices
             lj = torch.log_softmax(z_attr.gather(-1, cand), -1)
             l0 = torch.log_softmax(z_neutral.gather(-1, cand), -1)
-            rows["hidden"].append(h)
-            rows["candidates"].append(cand)
-            rows["delta"].append(lj - l0)
-            rows["weight"].append(lj.exp())
+            rows["hidden"].append(h.cpu())
+            rows["candidates"].append(cand.cpu())
+            rows["delta"].append((lj - l0).cpu())
+            rows["weight"].append(lj.exp().cpu())
     return {k: torch.cat(v) for k, v in rows.items()}
 
 
@@ -159,14 +217,16 @@ def train_channel(
     import numpy as np
     import torch
 
-    from persona_engine.training import fit_module, split_indices
+    from persona_engine.training import fit_module, resolve_device, split_indices
 
     from .loss import explained_share, reward_fit_loss
 
-    weight = lm.model.get_output_embeddings().weight.detach().float().cpu()
+    device = resolve_device(config.training.device)
+    weight = lm.model.get_output_embeddings().weight.detach().to(device, torch.float32)
+    feats = {k: v.to(device) for k, v in feats.items()}
 
     def loss_fn(rows: np.ndarray, epoch: int) -> Any:
-        idx = torch.as_tensor(rows, dtype=torch.long)
+        idx = torch.as_tensor(rows, dtype=torch.long, device=device)
         return reward_fit_loss(
             channel_rewards(head, weight, feats, idx, channel),
             feats["delta"][idx],
@@ -175,25 +235,33 @@ def train_channel(
 
     n = len(feats["hidden"])
     params = [head.down[channel], head.up[channel]]
+    training = config.training
+    if config.objective != "distill":  # a config built for dpo (the default): distill's loop
+        training = TrainingConfig(
+            **{**TRAINING_DEFAULTS["distill"], "seed": training.seed, "device": training.device}
+        )
     result = fit_module(
         head,
         loss_fn,
         n,
-        config.training,
+        training,
         params=params,
         desc=f"PAD head {head.attributes[channel]}",
         progress=progress,
     )
-    train_rows, val_rows = split_indices(n, config.training.val_fraction, config.training.seed)
+    train_rows, val_rows = split_indices(n, training.val_fraction, training.seed)
     metrics: dict[str, Any] = {"states": n, "epochs": result.epochs}
+    origin = next(head.parameters()).device
+    head.to(device)
     with torch.no_grad():
         for name, rows in (("train", train_rows), ("val", val_rows)):
             if len(rows):
-                idx = torch.as_tensor(rows, dtype=torch.long)
+                idx = torch.as_tensor(rows, dtype=torch.long, device=device)
                 phi = channel_rewards(head, weight, feats, idx, channel)
                 metrics[f"{name}_explained"] = round(
                     explained_share(phi, feats["delta"][idx], feats["weight"][idx]), 4
                 )
+    head.to(origin)
     return metrics
 
 
@@ -202,13 +270,41 @@ def train_reward_head(
     vocab: Any,
     config: PadTrainConfig,
     *,
+    pairs: Sequence[Any] | None = None,
     prompts: Sequence[str] | None = None,
     responses: dict[str, dict[str, list[str]]] | None = None,
     progress: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
-    """Sample the self-contrast answers (unless ``responses`` are given), then train every
-    requested channel on its own pairs. Returns the head and per-attribute metrics."""
+    """Train a head with ``config.objective``: ``dpo`` on ``pairs`` (:mod:`.dpo`), or ``distill``
+    (below). Returns the head and its metrics."""
+    if config.objective == "dpo":
+        from .dpo import train_dpo_head
+
+        if not pairs:
+            raise InvalidInputError(
+                "PAD's dpo objective trains on preference pairs: give a JSONL of pairs or "
+                "train from the stored comparisons (or use the distill objective)"
+            )
+        return train_dpo_head(lm, vocab, pairs, config, progress=progress)
+    return distill_reward_head(
+        lm, vocab, config, prompts=prompts, responses=responses, progress=progress
+    )
+
+
+def distill_reward_head(
+    lm: Any,
+    vocab: Any,
+    config: PadTrainConfig,
+    *,
+    prompts: Sequence[str] | None = None,
+    responses: dict[str, dict[str, list[str]]] | None = None,
+    progress: bool = False,
+) -> tuple[Any, dict[str, Any]]:
+    """``distill``: sample the self-contrast answers (unless ``responses`` are given), then fit
+    every requested channel to its own attribute's log-ratio. Returns the head and per-attribute
+    metrics."""
     from persona_engine.progress import progress_bar
+    from persona_engine.training import resolve_device
 
     from .head import PersonalizedRewardHead
 
@@ -262,14 +358,20 @@ def train_reward_head(
             with_hidden=True,
         )
         assert states is not None
-        feats = reward_targets(lm, states[0], states[1], top_k=config.top_k)
+        feats = reward_targets(
+            lm,
+            states[0],
+            states[1],
+            top_k=config.top_k,
+            device=resolve_device(config.training.device),
+        )
         metrics[name] = {
             "answers": len(answers_j),
             **train_channel(head, lm, head.attributes.index(name), feats, config),
         }
         bar.update(1)
     bar.close()
-    return head, {"trained": names, "metrics": metrics}
+    return head, {"objective": "distill", "trained": names, "metrics": metrics}
 
 
 # -- storage --------------------------------------------------------------------------------
@@ -288,6 +390,7 @@ def save_head(head: Any, path: Path, *, lm: Any, vocab: Any, meta: dict[str, Any
     info = {
         **head.config_dict(),
         "lm": lm.id,
+        "lm_weights": lm.weights_id,  # the same LM in another dtype reads the head as well
         "vocabulary": vocab.name,
         "vocabulary_digest": vocab.digest,
         **meta,
@@ -306,7 +409,8 @@ def load_head(path: Path, *, lm: Any, vocab: Any) -> tuple[Any, dict[str, Any]]:
             f"no trained PAD reward head at {path}; train one with `persona pad-train` (or pass heads=<folder>)"
         )
     info = json.loads((path / "head.json").read_text())
-    if info.get("lm") != lm.id or info.get("vocabulary_digest") != vocab.digest:
+    same_lm = info.get("lm") == lm.id or info.get("lm_weights", "") == lm.weights_id
+    if not same_lm or info.get("vocabulary_digest") != vocab.digest:
         raise NoModelError(
             f"the PAD reward head at {path} was trained for {info.get('lm')} / vocabulary {info.get('vocabulary')}; retrain it"
         )

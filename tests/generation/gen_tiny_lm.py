@@ -36,11 +36,13 @@ WORDS = [
 ]
 
 
-def make_tokenizer():
+def make_tokenizer(words: list[str] | None = None):
+    """The word-level tokenizer of :data:`WORDS` (or of ``words``: another vocabulary)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
+    vocab = {w: i for i, w in enumerate(words or WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(
         prefix="##", cleanup=False

@@ -1,4 +1,5 @@
-"""The pad generator on the tiny LM: the head, its training, direction, and no leakage."""
+"""The pad generator on the tiny LM: the head, its distill training, direction, and no leakage
+(the published dpo objective: test_gen_pad_dpo.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ N = 48
 
 @pytest.fixture(scope="module")
 def trained(tiny_lm_dir, tiny_vocab_path):
-    """A head with trained 'red' and 'neg' channels (and the others untrained)."""
+    """A head with 'red' and 'neg' channels trained by distill (and the others untrained)."""
     from persona_engine_drift.attributes import load_vocabulary
     from persona_engine_pad.trainer import PadTrainConfig, train_reward_head
 
@@ -22,6 +23,7 @@ def trained(tiny_lm_dir, tiny_vocab_path):
 
     lm, vocab = load_lm(str(tiny_lm_dir)), load_vocabulary(str(tiny_vocab_path))
     cfg = PadTrainConfig(
+        objective="distill",
         train_attributes=["red", "neg"],
         samples=8,
         max_new_tokens=12,
