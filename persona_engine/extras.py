@@ -21,6 +21,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "cpu": ("faiss",),
     "gpu": ("faiss",),
     "finetune": ("peft",),
+    "bench": ("textstat", "vaderSentiment"),
     "postgres": ("psycopg", "psycopg_pool"),
 }
 
