@@ -458,6 +458,7 @@ class Engine(UserProfilesMixin):
             created_at=existing.created_at if existing else utcnow(),
         )
         self.store.put_profiles([profile])
+        self._profiles_written()
         return profile
 
     def profile(self, user_id: str, *, model: str | None = None) -> UserProfile:

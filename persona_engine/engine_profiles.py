@@ -78,8 +78,10 @@ class UserProfilesMixin:
         """The ``k`` users nearest to ``user_id`` under the model (their profile, or the cold-start
         prior for a user without one), closest first, not counting the user.
 
-        The index is synced with the store first, so a user in it is searched with the vector it
-        holds (their stored profile) without reading the profile row again."""
+        The index first applies at most a few pending profile changes (``QUERY_SYNC_ENTRIES``:
+        this process's own writes are in already, other processes' are brought in by
+        :meth:`follow_profile_changes`), so a user in it is searched with the vector it holds
+        (their stored profile) without reading the profile row again."""
         rec, backend = self.load_model(model)
         index = self._indexes.get(rec.id, backend.vector_dim)
         if user_id in index:
@@ -92,12 +94,31 @@ class UserProfilesMixin:
         _, _, state, _ = self.user_state(user_id, model=rec.id)
         return index.search(state.vector, k, exclude=[user_id])[0]
 
-    def follow_profile_changes(self) -> Callable[[], None] | None:
-        """Keep the similar-user indexes in memory in step with every process's profile changes
-        as they commit, on a thread of the store's, where the store notifies (PostgreSQL).
-        Returns the function that stops it, or None (SQLite: an index catches up from the
-        change log when it is queried, as it also does here)."""
-        return self.store.watch_profile_changes(self._indexes.sync_loaded)
+    def follow_profile_changes(self, interval_s: float = 1.0) -> Callable[[], None]:
+        """Keep the similar-user indexes current off the request path: a maintenance thread
+        (both stores) applies every process's profile changes, prunes the change log, saves
+        indexes and compacts their tombstones, every ``interval_s`` seconds and, where the store
+        notifies (PostgreSQL), as soon as another process commits. Returns the function that
+        stops it. (Without it, queries apply only a few pending changes each, and this process's
+        own writes are applied as it makes them.)"""
+        upkeep = self._indexes.start_maintenance(interval_s)
+        unwatch = self.store.watch_profile_changes(upkeep.wake)
+
+        def stop() -> None:
+            if unwatch is not None:
+                unwatch()
+            self._indexes.stop_maintenance()
+
+        return stop
+
+    def compact_profile_indexes(self, model: str | None = None) -> list[str]:
+        """Write the saved similar-user indexes (all, or the model's) again without the users
+        deleted since they were saved; returns the model ids compacted."""
+        return self._indexes.compact(None if model is None else self.model_record(model).id)
+
+    def _profiles_written(self) -> None:
+        """After this process wrote profiles: the indexes in memory take the writes in."""
+        self._indexes.after_write()
 
     def fit_attribute_prior(self, model: str | None = None) -> AttributePrior | None:
         """(Re)fit the attribute-to-vector regression of the model (None without enough users)."""
@@ -198,7 +219,9 @@ class UserProfilesMixin:
         """Re-embed ``users`` under the model (default: the active one) from their stored
         comparisons, without refitting it; the index follows through the store's change log."""
         rec, backend = self.load_model(model)
-        return rederive_profiles(self, rec, backend, list(users), progress=progress)
+        counts = rederive_profiles(self, rec, backend, list(users), progress=progress)
+        self._profiles_written()
+        return counts
 
     def stale_users(self, model: str | None = None) -> list[str]:
         """Users profiled under an older version of the model's backend but not under it."""
@@ -234,12 +257,15 @@ class UserProfilesMixin:
         def dim(rec: ModelRecord) -> int:
             return self.load_model(rec.id)[1].vector_dim
 
-        return import_profile(self.store, document, dim, as_user=as_user)
+        stored = import_profile(self.store, document, dim, as_user=as_user)
+        self._profiles_written()
+        return stored
 
     # -- deletion -----------------------------------------------------------------------------------
     def _forget_user(self, user_id: str) -> dict[str, int]:
-        """After the store dropped the user: drop them from indexes (memory and disk), from loaded
-        backends' per-user state, and from the saved model files that list them."""
+        """After the store dropped the user: drop them from indexes (at once in memory; on disk a
+        tombstone, until the saved index is compacted: see ``ProfileIndexes.purge_user``), from
+        loaded backends' per-user state, and from the saved model files that list them."""
         touched = self._indexes.purge_user(user_id)
         cached = 0
         for backend in list(self._models.values()):

@@ -15,7 +15,9 @@ file, and every phase is timed:
 6. ingest after launch with online evaluation off and on (``Engine.ingest`` of JSONL files of new
    comparisons of profiled users, alternating off/on/off/on): the throughput cost of scoring
    each new comparison before it is stored;
-7. online update (``record(..., update_profile=True)`` then a query), and ``delete_user``;
+7. online update (``record(..., update_profile=True)`` then a query), ``delete_user`` (a tombstone
+   beside the saved index), then the compaction of the saved index, whose files are read back to
+   check that no deleted user's id or vector is left in them;
 8. counts in against counts stored (comparisons, profiles, index entries), store and index size on
    disk, peak resident memory (``ru_maxrss``).
 """
@@ -54,6 +56,7 @@ class ScaleConfig:
     recall_queries: int = 500
     onboard_sample: int = 200
     online_users: int = 4000  # users who give 5 new comparisons each in the online-evaluation phase
+    deletes: int = 20  # users deleted in phase 7
     seed: int = 0
     workdir: str | None = None
     keep: bool = False
@@ -115,10 +118,13 @@ def run_scale(cfg: ScaleConfig, *, progress: bool = True, log: Any = print) -> d
         out["train"] = _train(engine, pop, cfg, log)
         out["onboarding"] = _onboard(engine, pop, cfg, progress, log)
         out["index"] = _index(engine, pop, cfg, log)
+        # as `persona serve` does: index upkeep (log catch-up, pruning, saves) on its own thread
+        stop_upkeep = engine.follow_profile_changes()
         out["queries"] = _queries(engine, pop, cfg, log)
         out["online_eval"] = _online_ingest(engine, pop, cfg, work, log)
         out["updates"] = _updates(engine, pop, cfg, log)
         out["counts"] = _counts(engine, pop, cfg, out)
+        stop_upkeep()
         if isinstance(engine.store, Store):  # the bench runs on SQLite: fold the WAL in first
             engine.store.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         out["disk"] = {
@@ -367,26 +373,68 @@ def _updates(engine: Any, pop: ScalePopulation, cfg: ScaleConfig, log: Any) -> d
         query_times.append(time.perf_counter() - t)
         _, vec = engine.profile_index().vectors([uid])
         moved += not np.allclose(vec[0], before)
-    delete_times, deleted_comparisons = [], 0
-    for u in rng.choice(cfg.users, 3, replace=False).tolist():
+    delete_times, deleted_comparisons, deleted = [], 0, {}
+    for u in rng.choice(cfg.users, cfg.deletes, replace=False).tolist():
         uid = pop.user_id(int(u))
         deleted_comparisons += engine.store.count_comparisons(uid)
+        deleted[uid] = engine.profile_index().vectors([uid])[1][0]
         t = time.perf_counter()
         engine.delete_user(uid)
         delete_times.append(time.perf_counter() - t)
+    compaction = _compaction(engine, deleted)
     res: dict[str, Any] = {
         "online_update": _latencies(update_times),
         "comparisons_added": added,
         "first_query_after_update": _latencies(query_times),
         "index_vectors_changed": moved,
         "delete_user": _latencies(delete_times),
-        "deleted_users": 3,
+        "deleted_users": cfg.deletes,
         "deleted_comparisons": deleted_comparisons,
+        "compaction": compaction,
     }
     log(
-        f"updates: record+re-embed median {res['online_update']['median_ms']:.1f} ms; delete_user median {res['delete_user']['median_ms']:.0f} ms"
+        f"updates: record+re-embed median {res['online_update']['median_ms']:.1f} ms; first query "
+        f"after p99 {res['first_query_after_update']['p99_ms']:.1f} ms; delete_user median "
+        f"{res['delete_user']['median_ms']:.1f} ms, p99 {res['delete_user']['p99_ms']:.1f} ms; "
+        f"compaction {compaction['seconds']:.1f} s, saved index free of deleted users: "
+        f"{compaction['free_after']}"
     )
     return res
+
+
+def _saved_holds(path: Path, deleted: dict[str, np.ndarray]) -> tuple[int, int]:
+    """(deleted users named in the saved slot table, deleted vectors in the saved faiss file),
+    read back from disk with tombstones not applied."""
+    import faiss
+
+    users = set(np.load(path / "slots.npz")["users"].tolist())
+    raw = faiss.read_index(str(path / "index.faiss"))
+    stored = raw.reconstruct_n(0, raw.ntotal)
+    named = sum(u in users for u in deleted)
+    found = 0
+    for vec in deleted.values():
+        found += bool(np.any(np.all(stored == vec.astype(np.float32), axis=1)))
+    return named, found
+
+
+def _compaction(engine: Any, deleted: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The saved index before compaction (deleted users still in the file, never returned),
+    the compaction's time, and the file after it (no deleted user's id or vector)."""
+    path = engine._indexes.path(engine.model_record().id)
+    named_before, vectors_before = _saved_holds(path, deleted)
+    returned = sum(u in engine.profile_index() for u in deleted)
+    t = time.perf_counter()
+    engine.compact_profile_indexes()
+    seconds = time.perf_counter() - t
+    named_after, vectors_after = _saved_holds(path, deleted)
+    return {
+        "seconds": seconds,
+        "before": {"ids_in_file": named_before, "vectors_in_file": vectors_before},
+        "deleted_users_in_index_in_memory": returned,
+        "after": {"ids_in_file": named_after, "vectors_in_file": vectors_after},
+        "tombstones_left": (path / "tombstones.jsonl").exists(),
+        "free_after": named_after == 0 and vectors_after == 0,
+    }
 
 
 def _counts(

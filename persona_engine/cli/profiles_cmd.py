@@ -116,17 +116,22 @@ def profile_update(users: tuple[str, ...], model: str | None) -> None:
 @click.option("--model", default=None, help="Model id or backend name (default: the active model).")
 @click.option("--rebuild", is_flag=True, help="Rebuild it from the store.")
 @click.option(
+    "--compact",
+    is_flag=True,
+    help="Write the saved index again without the users deleted since it was saved (drops its tombstones).",
+)
+@click.option(
     "--recall-queries",
     type=int,
     default=0,
     help="Measure recall@10 against exact search on this many users.",
 )
-def profile_index(model: str | None, rebuild: bool, recall_queries: int) -> None:
+def profile_index(model: str | None, rebuild: bool, compact: bool, recall_queries: int) -> None:
     """Show the similar-user index of the model (kind, size, memory)."""
     require("faiss", "cpu", "persona profile index")
     engine = get_engine()
     index = engine.profile_index(model, refresh=rebuild)
-    out = {
+    out: dict[str, object] = {
         "model_id": index.meta.get("model_id"),
         "kind": index.kind,
         "users": len(index),
@@ -135,6 +140,8 @@ def profile_index(model: str | None, rebuild: bool, recall_queries: int) -> None
         "device": index.runtime.device,
         "bytes": index.memory_bytes(),
     }
+    if compact:
+        out["compacted"] = engine.compact_profile_indexes(model)
     if recall_queries and len(index):
         ids = index.user_ids()[:: max(1, len(index) // recall_queries)][:recall_queries]
         out["recall_at_10"] = index.recall_at_k(index.vectors(ids)[1], 10)

@@ -1,8 +1,11 @@
 """Saving and loading a :class:`~persona_engine.retrieval.index.ProfileIndex`.
 
 A saved index is a directory: ``index.faiss`` (faiss's own format), ``slots.npz`` (user id, store
-row id and liveness of every faiss row; removed users' ids are blanked) and ``meta.json``. It is
-written into a temporary directory and swapped in, so a crash never leaves half an index.
+row id and liveness of every faiss row; removed users' ids are blanked), ``meta.json``, and
+``tombstones.jsonl`` while users deleted since the save are pending (:mod:`.tombstones`: loading
+applies them). It is written into a temporary directory and swapped in, so a crash never leaves
+half an index. The index is locked only while it is copied (``serialize_index``, slot arrays),
+not while the copy is written, so searches wait for a memory copy rather than for the disk.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import NotFoundError
+from . import tombstones
 
 if TYPE_CHECKING:
     from .index import IndexConfig, ProfileIndex
@@ -26,40 +30,48 @@ INDEX_FORMAT = 1
 
 
 def save_index(index: ProfileIndex, path: str | Path) -> Path:
+    """Write ``index`` to the directory ``path``, carrying over the tombstones of the previous
+    copy that this one has not seen (newer than its ``meta["seq"]``)."""
     faiss = index.runtime.faiss
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with index._lock:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            if index._index is not None:
-                faiss.write_index(index._index, str(tmp / "index.faiss"))
-            users = np.array([u if u is not None else "" for u in index._slot_user], dtype=str)
-            np.savez(tmp / "slots.npz", users=users, rowids=index._slot_rowid, alive=index._alive)
-            meta = {
-                "format": INDEX_FORMAT,
-                "dim": index.dim,
-                "kind": index.kind,
-                "n_dead": index.n_dead,
-                "config": index.config.model_dump(mode="json"),
-                "meta": index.meta,
-            }
-            (tmp / "meta.json").write_text(json.dumps(meta))
-            if path.exists():
-                old = path.with_name(path.name + ".old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        blob = faiss.serialize_index(index._index) if index._index is not None else None
+        users = np.array([u if u is not None else "" for u in index._slot_user], dtype=str)
+        rowids, alive = index._slot_rowid.copy(), index._alive.copy()
+        index.meta["unsaved"] = 0
+        seq = int(index.meta.get("seq", -1))
+        meta = {
+            "format": INDEX_FORMAT,
+            "dim": index.dim,
+            "kind": index.kind,
+            "n_dead": index.n_dead,
+            "config": index.config.model_dump(mode="json"),
+            "meta": dict(index.meta),
+        }
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        if blob is not None:
+            blob.tofile(tmp / "index.faiss")
+        np.savez(tmp / "slots.npz", users=users, rowids=rowids, alive=alive)
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        if path.exists():
+            tombstones.write_newer(path, tmp, seq)
+            old = path.with_name(path.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
 def saved_holds(path: str | Path, user_id: str) -> bool:
-    """Whether the index saved at ``path`` has a live entry for ``user_id`` (reads the slot table only)."""
+    """Whether the file of the index saved at ``path`` has a live entry for ``user_id`` (reads
+    the slot table only; tombstones not applied: a pending deletion still counts)."""
     slots = np.load(Path(path) / "slots.npz", allow_pickle=False)
     return bool(np.any((slots["users"] == user_id) & slots["alive"]))
 
@@ -94,4 +106,8 @@ def load_index(
         obj._index = obj.runtime.faiss.read_index(str(path / "index.faiss"))
         if obj.kind == "ivf":
             obj._index.nprobe = min(obj.config.ivf_nprobe, obj._index.nlist)
+    stones = tombstones.read(path)
+    if stones:  # deleted since the save: removed (and scrubbed) before anything can find them
+        obj.remove([t.user_id for t in stones])
+        obj.remove_rowids([r for t in stones for r in t.rowids])
     return obj

@@ -28,10 +28,12 @@ def test_scale_bench_counts_everything(tmp_path, scale_plugins):
     )
     out = run_scale(cfg, progress=False, log=lambda m: None)
     assert out["ingest"]["comparisons"] == 3600 and out["ingest"]["reingest_added"] == 0
-    assert out["counts"]["nothing_lost"] and out["counts"]["profiles_stored"] == 597
+    assert out["counts"]["nothing_lost"] and out["counts"]["profiles_stored"] == 600 - cfg.deletes
     assert out["onboarding"]["counts"]["onboarded"] == 300
     assert out["index"]["kind"] == "flat" and out["queries"]["recall_at_10"] == 1.0
     assert out["updates"]["index_vectors_changed"] == 50
+    compaction = out["updates"]["compaction"]  # deleted users: in the old file, then gone
+    assert compaction["before"]["ids_in_file"] == cfg.deletes and compaction["free_after"]
     png = plot_scale([out], tmp_path / "scale.png")
     assert png.stat().st_size > 1000
     assert not list(tmp_path.glob("scale-600-*"))  # the work directory is removed

@@ -70,3 +70,17 @@ def test_similar_with_bt_is_a_clear_error(trained):
     trained.train("bt", {"training": {"epochs": 3}}, rederive=False)
     res = CliRunner().invoke(cli, ["similar", "u0000001"])
     assert res.exit_code == 1 and "personalized backend" in res.output
+
+
+def test_profile_index_compact_drops_deleted_users_from_the_saved_file(trained, population):
+    from persona_engine.retrieval import ProfileIndex
+
+    uid = population.user_id(6)
+    rec = trained.model_record()
+    trained.profile_index()
+    trained.delete_user(uid)
+    saved = trained._indexes.path(rec.id)
+    assert ProfileIndex.saved_holds(saved, uid)  # a tombstone hides it until compaction
+    res = run("profile", "index", "--compact")
+    assert res.exit_code == 0 and json.loads(res.output)["compacted"] == [rec.id]
+    assert not ProfileIndex.saved_holds(saved, uid)

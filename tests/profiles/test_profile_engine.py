@@ -279,7 +279,11 @@ def test_delete_user_leaves_nothing(trained, population):
     stored = trained.profile_index()._flat_storage()
     assert not np.any(np.all(np.isclose(stored, vec[0]), axis=1))  # the vector is gone from memory
     saved = trained._indexes.path(rec.id)
-    assert not ProfileIndex.saved_holds(saved, uid)
+    # the privacy window: the old file still holds them (a tombstone hides them) until compaction
+    assert ProfileIndex.saved_holds(saved, uid) and (saved / "tombstones.jsonl").exists()
+    assert uid not in ProfileIndex.load(saved)
+    assert trained.compact_profile_indexes() == [rec.id]
+    assert not ProfileIndex.saved_holds(saved, uid) and not (saved / "tombstones.jsonl").exists()
     assert (
         uid
         not in json.loads(

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from persona_engine.errors import NotFoundError, UnknownUserError
-from persona_engine.retrieval import ProfileIndexes
+from persona_engine.retrieval import ProfileIndex, ProfileIndexes
 from persona_engine.retrieval.sync import log_head, prune_change_log
 from persona_engine.schemas import Comparison, ModelRecord, UserProfile, content_hash
 from persona_engine.store.base import TABLES
@@ -305,3 +305,36 @@ def test_model_files_travel_with_the_registry_where_the_store_keeps_them(
     (saved / "config.json").write_text('{"users": []}')
     store.put_model_files("m-v1", saved)
     assert store.model_files_digest("m-v1") not in (None, digest)
+
+
+def test_deleted_users_are_tombstoned_then_compacted_away(store, tmp_path):
+    """Fast deletion on either store: gone from memory at once, hidden in the saved file by a
+    tombstone until compaction, then gone from the file too."""
+    model(store, 1)
+    put(store, "m-v1", {"a": [0, 0], "b": [5, 5], "c": [9, 9]})
+    indexes = ProfileIndexes(store, tmp_path / "indexes")
+    index = indexes.get("m-v1", 2)
+    path = indexes.path("m-v1")
+    store.delete_user("b")
+    assert indexes.purge_user("b") == ["m-v1"] and "b" not in index
+    assert ProfileIndex.saved_holds(path, "b")  # the window: still in the old file ...
+    assert "b" not in ProfileIndexes(store, tmp_path / "indexes").get("m-v1", 2)  # ... never read
+    assert indexes.compact() == ["m-v1"] and not ProfileIndex.saved_holds(path, "b")
+    assert not (path / "tombstones.jsonl").exists()
+
+
+def test_a_query_applies_at_most_its_share_of_the_log(store, connect, tmp_path, monkeypatch):
+    from persona_engine.retrieval import sync
+
+    model(store, 1)
+    put(store, "m-v1", {"a": [0, 0]})
+    indexes = ProfileIndexes(store, tmp_path / "indexes")
+    index = indexes.get("m-v1", 2)
+    other = connect()
+    for i in range(6):
+        put(other, "m-v1", {f"n{i}": [i, i]})
+    monkeypatch.setattr(sync, "QUERY_SYNC_ENTRIES", 2)
+    indexes.get("m-v1", 2)
+    assert len(index) == 3
+    indexes.after_write()  # the writer's side (or the maintenance thread) takes in the rest
+    assert len(index) == 7
