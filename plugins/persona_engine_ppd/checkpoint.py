@@ -20,6 +20,7 @@ from persona_engine.errors import NoModelError, PersonaEngineError
 from persona_engine.extras import require
 
 from .config import ModelConfig
+from .precision import resolve_dtype
 
 FORMAT_VERSION = 1
 MODEL_FILE = "ppd.json"
@@ -39,8 +40,9 @@ def tiny_scheduler_config(cfg: ModelConfig) -> dict[str, Any]:
 def load_pipeline_backbone(
     path: str, *, device: str = "cpu", dtype: Any = None
 ) -> tuple[Any, dict[str, Any]]:
-    """The UNet, VAE, text encoder and tokenizer of a local diffusers pipeline directory, and its
-    scheduler's configuration. Loads with ``local_files_only``: nothing is downloaded."""
+    """The UNet, VAE, text encoder and tokenizer of a local diffusers pipeline directory (on
+    ``device``, in ``dtype``, a ``torch.dtype``; None keeps float32), and its scheduler's
+    configuration. Loads with ``local_files_only``: nothing is downloaded."""
     DiffusionPipeline = require("diffusers", "images", "PPD image generation").DiffusionPipeline
 
     from .model import PipelineBackbone
@@ -50,10 +52,9 @@ def load_pipeline_backbone(
             f"no diffusers pipeline at {path!r}: pass model.pipeline_path, a local directory"
         )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    if dtype is not None:
-        kwargs["torch_dtype"] = dtype
-    pipe = DiffusionPipeline.from_pretrained(path, **kwargs)
+    # diffusers renamed from_pretrained's torch_dtype to dtype (0.36); casting after loading works
+    # with every version the extra allows
+    pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True)
     missing = [
         c
         for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -66,25 +67,38 @@ def load_pipeline_backbone(
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     size = int(pipe.unet.config.sample_size) * vae_scale
     backbone = PipelineBackbone(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, size).to(
-        device
+        device=device, dtype=dtype
     )
     return backbone, dict(pipe.scheduler.config)
 
 
-def build_model(cfg: ModelConfig, user_dim: int, *, seed: int = 0, device: str = "cpu") -> Any:
-    """A fresh PPD model: a new tiny backbone (seeded) or a loaded pipeline, plus a zero-initialised adapter."""
+def build_model(
+    cfg: ModelConfig,
+    user_dim: int,
+    *,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str | None = None,
+) -> Any:
+    """A fresh PPD model: a new tiny backbone (seeded) or a loaded pipeline, plus a zero-initialised
+    adapter, on ``device`` in ``dtype`` (a :data:`.precision.DTYPE_NAMES` name; default ``cfg.dtype``).
+    The tiny backbone and the adapter are initialised in float32 and then cast, so every precision
+    starts from the same weights."""
     import torch
 
     from .model import PPDModel, TinyBackbone, UserAdapter
 
+    torch_dtype = resolve_dtype(dtype or cfg.dtype, device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if cfg.backbone == "tiny":
             backbone, sched = TinyBackbone(cfg.tiny), tiny_scheduler_config(cfg)
         else:
-            backbone, sched = load_pipeline_backbone(cfg.pipeline_path, device=device)
+            backbone, sched = load_pipeline_backbone(
+                cfg.pipeline_path, device=device, dtype=torch_dtype
+            )
         adapter = UserAdapter.for_unet(backbone.unet, user_dim, backbone.token_dim, cfg.adapter)
-    return PPDModel(backbone, adapter, sched).to(device)
+    return PPDModel(backbone, adapter, sched).to(device=device, dtype=torch_dtype)
 
 
 def _atomic_write_dir(path: Path, write: Any) -> Path:
@@ -103,6 +117,15 @@ def _atomic_write_dir(path: Path, write: Any) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _float32_state(module: Any) -> dict[str, Any]:
+    """A module's state dict on the CPU with floating tensors in float32: a saved model does not
+    depend on the precision it was trained in."""
+    return {
+        k: (v.float() if v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in module.state_dict().items()
+    }
 
 
 def save_model(
@@ -124,15 +147,9 @@ def save_model(
                 str(tmp / ENCODER_WEIGHTS),
             )
             encoder_config["weights_path"] = ENCODER_WEIGHTS
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in model.adapter.state_dict().items()},
-            str(tmp / "adapter.safetensors"),
-        )
+        save_file(_float32_state(model.adapter), str(tmp / "adapter.safetensors"))
         if cfg.backbone == "tiny":
-            save_file(
-                {k: v.detach().cpu().contiguous() for k, v in model.backbone.state_dict().items()},
-                str(tmp / "backbone.safetensors"),
-            )
+            save_file(_float32_state(model.backbone), str(tmp / "backbone.safetensors"))
         meta = {
             "format_version": FORMAT_VERSION,
             "model": {**cfg.model_dump(mode="json"), "encoder_config": encoder_config},
@@ -162,9 +179,10 @@ def read_model_info(directory: str | Path) -> dict[str, Any]:
 
 
 def load_model(
-    directory: str | Path, *, device: str = "cpu"
+    directory: str | Path, *, device: str = "cpu", dtype: str | None = None
 ) -> tuple[Any, ModelConfig, dict[str, Any]]:
-    """(model, its config, ppd.json) of a saved PPD model directory."""
+    """(model, its config, ppd.json) of a saved PPD model directory, on ``device`` in ``dtype`` (a
+    :data:`.precision.DTYPE_NAMES` name; default: the precision the model was built in)."""
     from safetensors.torch import load_file
 
     from .model import PPDModel, TinyBackbone, UserAdapter
@@ -172,15 +190,17 @@ def load_model(
     path = Path(directory)
     meta = read_model_info(path)
     cfg = ModelConfig.model_validate(meta["model"])
+    torch_dtype = resolve_dtype(dtype or cfg.dtype, device)
     if cfg.backbone == "tiny":
         backbone = TinyBackbone(cfg.tiny)
         backbone.load_state_dict(load_file(str(path / "backbone.safetensors")))
     else:
-        backbone, _ = load_pipeline_backbone(cfg.pipeline_path, device=device)
+        backbone, _ = load_pipeline_backbone(cfg.pipeline_path, device=device, dtype=torch_dtype)
     adapter = UserAdapter.for_unet(
         backbone.unet, int(meta["user_dim"]), backbone.token_dim, cfg.adapter
     )
     adapter.load_state_dict(load_file(str(path / "adapter.safetensors")))
-    model = PPDModel(backbone, adapter, meta["scheduler"]).to(device).eval()
+    model = PPDModel(backbone, adapter, meta["scheduler"]).to(device=device, dtype=torch_dtype)
+    model.eval()
     model.requires_grad_(False)
     return model, cfg, meta

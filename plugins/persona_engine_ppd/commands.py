@@ -11,10 +11,20 @@ import click
 from persona_engine.errors import InvalidInputError
 from persona_engine.extras import require
 
+from .precision import DTYPE_NAMES
+
 
 def _require_images(command: str) -> None:
     """Fail on a missing ``images`` extra before touching the store or training anything."""
     require("diffusers", "images", f"persona ppd {command}")
+
+
+dtype_option = click.option(
+    "--dtype",
+    type=click.Choice(DTYPE_NAMES),
+    default=None,
+    help="Precision of the model: float32 (the default), float16, bfloat16, or auto (bfloat16 on a CUDA device that supports it). The DPO loss is computed in float32 and images are saved from float32 whatever this is.",
+)
 
 
 @click.group()
@@ -36,8 +46,11 @@ def ppd() -> None:
     show_default=True,
     help="torch CPU threads (1 is fastest on a busy machine).",
 )
+@dtype_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def train_synthetic_cmd(config_file: Path | None, threads: int, quiet: bool) -> None:
+def train_synthetic_cmd(
+    config_file: Path | None, threads: int, dtype: str | None, quiet: bool
+) -> None:
     """Train the default tiny PPD model on the synthetic shapes task and register it as ppd-vN."""
     _require_images("train-synthetic")
     import torch
@@ -51,6 +64,8 @@ def train_synthetic_cmd(config_file: Path | None, threads: int, quiet: bool) -> 
     cfg = make_config(
         SyntheticRecipeConfig, json.loads(config_file.read_text()) if config_file else None
     )
+    if dtype is not None:
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"dtype": dtype})})
     torch.set_num_threads(threads)
     engine = get_engine()
     version = engine.store.next_model_version("ppd")
@@ -104,6 +119,7 @@ def train_synthetic_cmd(config_file: Path | None, threads: int, quiet: bool) -> 
     help="Checkpoints and pair features; rerunning with the same --work resumes (default: under the model directory's parent).",
 )
 @click.option("--threads", type=int, default=1, show_default=True, help="torch CPU threads.")
+@dtype_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cmd(
     pairs_file: Path,
@@ -114,6 +130,7 @@ def train_cmd(
     steps: int | None,
     work_dir: Path | None,
     threads: int,
+    dtype: str | None,
     quiet: bool,
 ) -> None:
     """Train a PPD adapter on real preference pairs (streamed from disk) and register it as ppd-vN."""
@@ -152,6 +169,7 @@ def train_cmd(
         pipeline_path=str(backbone.resolve()),
         encoder=encoder,
         encoder_config=enc_options,
+        dtype=dtype or "float32",
     )
     model = build_model(model_cfg, diffs.shape[1], seed=cfg.seed, device=cfg.device)
     result = finetune_ppd_on_pairs(
@@ -207,6 +225,8 @@ def onboard_cmd(user: str, file: Path, model: str) -> None:
 @click.option("--guidance", type=float, default=None, help="Guidance scale on the user.")
 @click.option("--seed", type=int, default=None, help="Seed of the initial noise.")
 @click.option("--model", default="", help="PPD model id or directory (default: the newest).")
+@dtype_option
+@click.option("--device", default=None, help="torch device, e.g. cuda (default: cpu).")
 def generate_cmd(
     user: str,
     prompt: str,
@@ -215,6 +235,8 @@ def generate_cmd(
     guidance: float | None,
     seed: int | None,
     model: str,
+    dtype: str | None,
+    device: str | None,
 ) -> None:
     """Generate images of PROMPT for USER into --out."""
     _require_images("generate")
@@ -225,7 +247,11 @@ def generate_cmd(
         user,
         prompt,
         generator="ppd",
-        config={"model": model},
+        config={
+            "model": model,
+            **({"dtype": dtype} if dtype else {}),
+            **({"device": device} if device else {}),
+        },
         **{k: v for k, v in options.items() if v is not None},
     )
     out.mkdir(parents=True, exist_ok=True)

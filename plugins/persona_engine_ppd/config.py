@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 
 from persona_engine.config import PluginConfig
 
+from .precision import DTypeName
 from .synthetic import SHAPES
 
 #: Diffusion-DPO's beta for Stable Diffusion latents (4x64x64, mean-reduced MSE): Wallace et al.,
@@ -103,6 +104,10 @@ class ModelConfig(PluginConfig):
     prediction_type: Literal["epsilon", "v_prediction"] = Field(
         "v_prediction",
         description="What the tiny UNet predicts. v (Salimans & Ho, 2022) keeps a few-hundred-step pixel model sampling cleanly from pure noise, where epsilon-prediction fails; pipelines use their scheduler's own type.",
+    )
+    dtype: DTypeName = Field(
+        "float32",
+        description="Precision of the backbone and the adapter when the model is built or trained: float32, float16, bfloat16, or 'auto' (bfloat16 on a CUDA device that supports it, else float32). The DPO loss is computed in float32 whatever this is.",
     )
 
 
@@ -201,6 +206,10 @@ class PPDGeneratorConfig(PluginConfig):
     n_images: int = Field(4, ge=1, le=256, description="Images per request.")
     seed: int = Field(0, description="Seed of the initial noise.")
     device: str = Field("cpu", description="torch device.")
+    dtype: DTypeName = Field(
+        "float32",
+        description="Precision the model is loaded and sampled in: float32, float16, bfloat16, or 'auto' (bfloat16 on a CUDA device that supports it, else float32). Images come back in float32.",
+    )
 
 
 class SampleOptions(PluginConfig):

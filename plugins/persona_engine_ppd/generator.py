@@ -113,7 +113,9 @@ class PPDGenerator(Generator):
         key = str(path)
         with self._lock:
             if key not in self._models:
-                self._models[key] = load_model(path, device=self.config.device)
+                self._models[key] = load_model(
+                    path, device=self.config.device, dtype=self.config.dtype
+                )
             return self._models[key]
 
     # -- users -------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ PPD (Dang et al., "Personalized Preference Fine-tuning of Diffusion Models", CVP
 ``eps_theta`` on the labeller's user embedding ``u``: ``eps_theta(x_t, c, u, t)``; the reference
 stays the unconditioned base. At initialisation the policy equals the reference (zero-initialised
 adapter), so ``inside = 0`` and the loss is exactly ``log 2`` whatever beta is.
+
+Whatever precision the model runs in (:mod:`.precision`), the squared errors and the loss are
+computed in float32: with beta in the thousands, half-precision differences of errors would round
+the sigmoid's argument to a few steps.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import torch.nn.functional as F
 
 
 def per_sample_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over every dimension but the first: (B, ...) -> (B,)."""
+    """Mean squared error over every dimension but the first, in float32: (B, ...) -> (B,)."""
     return (prediction.float() - target.float()).pow(2).flatten(1).mean(dim=1)
 
 
@@ -78,6 +82,8 @@ def diffusion_dpo_loss(
     shapes = {tuple(t.shape) for t in (model_err_w, model_err_l, ref_err_w, ref_err_l)}
     if len(shapes) != 1 or len(next(iter(shapes))) != 1:
         raise ValueError(f"the four error vectors must share one (B,) shape, got {sorted(shapes)}")
+    model_err_w, model_err_l = model_err_w.float(), model_err_l.float()
+    ref_err_w, ref_err_l = ref_err_w.float(), ref_err_l.float()
     model_diff = model_err_w - model_err_l
     ref_diff = (ref_err_w - ref_err_l).detach()
     inside = -0.5 * beta * (model_diff - ref_diff)

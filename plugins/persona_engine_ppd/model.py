@@ -335,7 +335,8 @@ class UserAdapter(nn.Module):
                 >= dropout
             )
             users = users * keep[:, None].to(users.dtype)
-        return self.projector(users)
+        # float32 embeddings from the store or the encoder, in the adapter's own precision
+        return self.projector(users.to(self.projector.proj.weight.dtype))
 
     @contextmanager
     def conditioned(self, tokens: torch.Tensor | None) -> Iterator[None]:
@@ -370,6 +371,15 @@ class PPDModel(nn.Module):
     @property
     def user_dim(self) -> int:
         return self.adapter.user_dim
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The precision of the UNet (and of the latents and noise it is given)."""
+        return next(self.backbone.unet.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.unet.parameters()).device
 
     def predict(
         self,

@@ -35,13 +35,13 @@ def interpolate_users(u_a: np.ndarray, u_b: np.ndarray, alpha: float) -> np.ndar
     return ((1.0 - alpha) * u_a + alpha * u_b).astype(np.float32)
 
 
-def initial_noise(
-    model: Any, n: int, seed: int, device: str | torch.device = "cpu"
-) -> torch.Tensor:
-    """The starting latents of ``n`` samples; the same seed gives the same noise for every user,
-    so base and personalized samples can be compared image by image."""
+def initial_noise(model: Any, n: int, seed: int) -> torch.Tensor:
+    """The starting latents of ``n`` samples, in the model's precision and on its device; the same
+    seed gives the same noise for every user, so base and personalized samples can be compared
+    image by image. Drawn from a CPU generator, so a seed gives the same noise on every device."""
     gen = torch.Generator().manual_seed(int(seed))
-    return torch.randn((n, *model.backbone.latent_shape), generator=gen).to(device)
+    noise = torch.randn((n, *model.backbone.latent_shape), generator=gen, dtype=model.dtype)
+    return noise.to(model.device)
 
 
 @torch.no_grad()
@@ -57,14 +57,15 @@ def sample_images(
     noise: torch.Tensor | None = None,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """Images (n, 3, H, W) in [0, 1] for ``prompts`` and per-sample user embeddings ``users``
-    ((n, D); None: the base model)."""
+    """Images (n, 3, H, W) in [0, 1], float32, for ``prompts`` and per-sample user embeddings
+    ``users`` ((n, D); None: the base model). The latents, the UNet and the guidance arithmetic run
+    in the model's precision (``model.dtype``); ``noise``, when given, is cast to it."""
     DDIMScheduler = require("diffusers", "images", "PPD image generation").DDIMScheduler
 
     n = len(prompts)
     if n == 0:
         raise InvalidInputError("nothing to sample: no prompts")
-    device = next(model.parameters()).device
+    device, dtype = model.device, model.dtype
     if users is not None:
         users = torch.as_tensor(np.asarray(users, dtype=np.float32)).to(device)
         if users.shape != (n, model.user_dim):
@@ -73,7 +74,7 @@ def sample_images(
             )
         if not torch.isfinite(users).all():
             raise InvalidInputError("user embeddings contain NaN or infinite values")
-    latents = initial_noise(model, n, seed, device) if noise is None else noise.to(device)
+    latents = initial_noise(model, n, seed) if noise is None else noise.to(device, dtype)
     scheduler = DDIMScheduler.from_config(model.scheduler_config)
     scheduler.set_timesteps(steps, device=device)
     text_all = model.backbone.encode_prompts(list(prompts))
@@ -97,7 +98,7 @@ def sample_images(
                 text_guidance_scale,
             )
             x = scheduler.step(eps, t, x, eta=0.0).prev_sample
-        outs.append(((model.backbone.latents_to_images(x) + 1.0) / 2.0).float().cpu())
+        outs.append(((model.backbone.latents_to_images(x).float() + 1.0) / 2.0).cpu())
     return torch.cat(outs)
 
 

@@ -300,8 +300,8 @@ def pretrain_base(
         step: int, rng: np.random.Generator, gen: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
         idx = rng.integers(0, len(data), cfg.batch_size)
-        x0 = (data[idx] * 2.0 - 1.0).to(device)
-        noise = torch.randn(x0.shape, generator=gen).to(device)
+        x0 = (data[idx] * 2.0 - 1.0).to(device, model.dtype)
+        noise = torch.randn(x0.shape, generator=gen, dtype=model.dtype).to(device)
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen).to(
             device
         )
@@ -375,14 +375,15 @@ def dpo_batch_loss(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """User-conditioned Diffusion-DPO on one batch: pixels (B, 3, S, S) in [-1, 1] of the preferred
     and rejected images, their prompts and their labellers' embeddings (B, D). One timestep and
-    one noise per pair; the reference is the backbone with the adapter off."""
+    one noise per pair; the reference is the backbone with the adapter off. Latents and noise are
+    in the model's precision (``model.dtype``), the errors and the loss in float32."""
     b = len(prompts)
-    device = users.device
+    device, dtype = users.device, model.dtype
     with torch.no_grad():
         latents = model.backbone.images_to_latents(
-            torch.cat([chosen, rejected]).to(device), generator=gen
-        ).float()
-        noise = torch.randn((b, *latents.shape[1:]), generator=gen).to(device)
+            torch.cat([chosen, rejected]).to(device, dtype), generator=gen
+        ).to(dtype)
+        noise = torch.randn((b, *latents.shape[1:]), generator=gen, dtype=dtype).to(device)
         t = torch.randint(t_range[0], t_range[1], (b,), generator=gen).to(device)
         noise2, t2 = torch.cat([noise, noise]), torch.cat([t, t])  # one t and one eps per pair
         noisy = sched.add_noise(latents, noise2, t2)
