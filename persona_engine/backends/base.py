@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import numpy as np
 
 from ..config import PluginConfig, make_config
 from ..errors import InvalidInputError, NoModelError, PersonaEngineError, UnknownUserError
+from ..paths import previous_copy, writing_directory
 from .data import PreferenceData
 
 FORMAT_VERSION = 1
@@ -190,9 +189,7 @@ class RewardBackend(ABC):
 
         self.check_fitted()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
+        with writing_directory(path) as tmp:
             # (ascontiguousarray alone turns a 0-d array into shape (1,))
             tensors = {
                 f"shared.{k}": np.ascontiguousarray(v).reshape(np.shape(v))
@@ -221,16 +218,6 @@ class RewardBackend(ABC):
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
-            old = path.with_name(path.name + ".old")
-            if path.exists():
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(path, old)
-                os.replace(tmp, path)
-            else:
-                os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)  # also left by a save killed between the renames
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return path
 
     @classmethod
@@ -280,13 +267,15 @@ class RewardBackend(ABC):
 
 
 def published_dir(path: str | Path) -> Path:
-    """Where a saved model's files are: ``path``, or ``path.old`` when a re-save of ``path`` was
-    killed between its two renames (the previous version moved aside, the new one not yet in
-    place); the previous version is intact there, and the next save replaces both."""
+    """Where a saved model's files are: ``path``, or its previous copy when a re-save of ``path``
+    was killed between its two renames (the previous version moved aside, the new one not yet in
+    place); the previous version is intact there, and the next save replaces both. Releases before
+    0.2 named that copy ``<name>.old``."""
     path = Path(path)
-    old = path.with_name(path.name + ".old")
-    if not (path / "config.json").exists() and (old / "config.json").exists():
-        return old
+    if not (path / "config.json").exists():
+        for old in (previous_copy(path), path.with_name(path.name + ".old")):
+            if (old / "config.json").exists():
+                return old
     return path
 
 

@@ -11,15 +11,13 @@ not while the copy is written, so searches wait for a memory copy rather than fo
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import NotFoundError
+from ..paths import writing_directory
 from . import tombstones
 
 if TYPE_CHECKING:
@@ -49,23 +47,13 @@ def save_index(index: ProfileIndex, path: str | Path) -> Path:
             "config": index.config.model_dump(mode="json"),
             "meta": dict(index.meta),
         }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with writing_directory(path) as tmp:
         if blob is not None:
             blob.tofile(tmp / "index.faiss")
         np.savez(tmp / "slots.npz", users=users, rowids=rowids, alive=alive)
         (tmp / "meta.json").write_text(json.dumps(meta))
         if path.exists():
             tombstones.write_newer(path, tmp, seq)
-            old = path.with_name(path.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

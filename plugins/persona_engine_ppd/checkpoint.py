@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from persona_engine.errors import NoModelError, PersonaEngineError
 from persona_engine.extras import require
+from persona_engine.paths import writing_directory
 
 from .config import ModelConfig
 from .precision import resolve_dtype
@@ -102,20 +101,9 @@ def build_model(
 
 
 def _atomic_write_dir(path: Path, write: Any) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    """``write(tmp)`` into a fresh directory that then replaces ``path`` whole."""
+    with writing_directory(path) as tmp:
         write(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

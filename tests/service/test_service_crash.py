@@ -205,6 +205,8 @@ def test_sigkill_while_a_published_model_is_rewritten_keeps_it_loadable(
 ) -> None:
     from service_support import make_engine
 
+    from persona_engine.paths import previous_copy
+
     home, scores_v1 = home_with_v1
     path = home / "models" / MODEL / "v1"
     proc = subprocess.run(
@@ -223,4 +225,4 @@ def test_sigkill_while_a_published_model_is_rewritten_keeps_it_loadable(
     )  # the last good files still load
     rec, backend = engine.load_model(f"{MODEL}-v1")
     backend.save(rec.path)  # and the next save publishes cleanly
-    assert (path / "config.json").exists() and not path.with_name("v1.old").exists()
+    assert (path / "config.json").exists() and not previous_copy(path).exists()
