@@ -391,10 +391,15 @@ class Engine(UserProfilesMixin):
 
     def load_model(self, model: str | None = None) -> tuple[ModelRecord, RewardBackend]:
         rec = self.model_record(model)
+        return rec, self.backend(rec)
+
+    def backend(self, rec: ModelRecord) -> RewardBackend:
+        """The loaded model of a registry record (loaded once, then kept), without reading the
+        registry again."""
         with self._lock:
             if rec.id not in self._models:
                 self._models[rec.id] = load_backend(local_model_dir(self.store, rec, self.home))
-            return rec, self._models[rec.id]
+            return self._models[rec.id]
 
     def model_encoder(self, rec: ModelRecord) -> Encoder:
         """The encoder a model was trained with (rebuilt from the registry)."""

@@ -50,6 +50,7 @@ class UserProfilesMixin:
     if TYPE_CHECKING:  # provided by Engine
 
         def load_model(self, model: str | None = None) -> tuple[ModelRecord, RewardBackend]: ...
+        def backend(self, rec: ModelRecord) -> RewardBackend: ...
         def model_record(self, model: str | None = None) -> ModelRecord: ...
         def model_encoder(self, rec: ModelRecord) -> Encoder: ...
         def user_state(
@@ -255,7 +256,7 @@ class UserProfilesMixin:
         """Store an exported profile document (checked against the model versions here)."""
 
         def dim(rec: ModelRecord) -> int:
-            return self.load_model(rec.id)[1].vector_dim
+            return self.backend(rec).vector_dim
 
         stored = import_profile(self.store, document, dim, as_user=as_user)
         self._profiles_written()
@@ -274,7 +275,7 @@ class UserProfilesMixin:
         for rec in self.store.models():
             cfg = local_model_dir(self.store, rec, self.home) / "config.json"
             if cfg.exists() and user_id in json.loads(cfg.read_text()).get("users", []):
-                _, backend = self.load_model(rec.id)
+                backend = self.backend(rec)
                 backend.users.pop(user_id, None)
                 resave_model(self.store, rec, backend, self.home)
                 rewritten += 1

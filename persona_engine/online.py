@@ -119,7 +119,7 @@ class OnlineEvaluator:
             seen_keys.add(key)
         if not rows:
             return []
-        _, backend = engine.load_model(rec.id)
+        backend = engine.backend(rec)
         users = list(dict.fromkeys(todo[i].user_id for i, *_ in rows))
         states = {
             u: (vec, "prior" if source == "prior" else "profile")

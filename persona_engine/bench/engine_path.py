@@ -146,7 +146,7 @@ class BenchEngine:
 
     def load(self, record: ModelRecord) -> RewardBackend:
         """The registered model as the engine loads it (from its saved files)."""
-        return self.engine.load_model(record.id)[1]
+        return self.engine.backend(record)
 
     def onboard_prefixes(
         self, record: ModelRecord, user_id: str, shots: Sequence[Comparison], ks: Sequence[int]

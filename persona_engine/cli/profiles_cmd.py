@@ -37,7 +37,7 @@ def profile_show(user: str, model: str | None) -> None:
     if prof is not None:
         out["profile"] = prof.model_dump(mode="json")
     else:
-        rec, backend = engine.load_model(rec.id)
+        backend = engine.backend(rec)
         state, rule = engine.cold_start.state(user, rec, backend)
         out["profile"] = None
         out["cold_start"] = {"rule": rule, "vector": state.vector.tolist()}
