@@ -250,20 +250,12 @@ def summarize(
 def _paired(
     users: np.ndarray, diff: np.ndarray, rng: np.random.Generator, B: int
 ) -> dict[str, Any]:
-    """Mean difference in accuracy over the same comparisons, 95% CI over users."""
+    """Mean difference in accuracy over the same comparisons, 95% CI over users (the online
+    report's user bootstrap, applied to the per-comparison differences)."""
     if len(diff) == 0:
         return {"n": 0, "diff": None, "ci": None}
-    ids, inv = np.unique(users, return_inverse=True)
-    counts = np.bincount(inv).astype(np.float64)
-    sums = np.bincount(inv, weights=diff)
-    w = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=B).astype(np.float64)
-    boot = (w @ sums) / (w @ counts)
-    return {
-        "n": int(len(diff)),
-        "users": int(len(ids)),
-        "diff": float(diff.mean()),
-        "ci": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
-    }
+    s = cluster_summary(users, diff, np.zeros_like(diff), rng, B)
+    return {"n": s["n"], "users": s["users"], "diff": s["accuracy"], "ci": s["ci"]}
 
 
 def offline_figures(path: Path, backends: Sequence[str]) -> dict[str, Any]:
