@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import tempfile
 import threading
@@ -24,25 +23,11 @@ import time
 from pathlib import Path
 
 import uvicorn
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from persona_engine.engine import Engine
 from persona_engine.service.app import create_app
-
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,1800",
-]
+from persona_engine.testing.browser import chromium
 
 
 def main() -> None:
@@ -52,7 +37,6 @@ def main() -> None:
     parser.add_argument("--encoder", default="minilm")
     parser.add_argument("--offline", type=Path, default=None)
     args = parser.parse_args()
-    os.environ["SE_OFFLINE"] = "true"
     engine = Engine(args.home, encoder=args.encoder)
     rec = engine.model_record()
     if args.offline is not None:
@@ -79,12 +63,7 @@ def main() -> None:
     while not server.started:
         time.sleep(0.05)
     url = f"http://127.0.0.1:{port}/dashboard"
-    options = Options()
-    options.binary_location = "/usr/bin/chromium"
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}")
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver = chromium(Path(tempfile.mkdtemp(prefix="chromium-")), window=(1280, 1800))
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         driver.get(url)

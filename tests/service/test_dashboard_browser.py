@@ -33,11 +33,9 @@ from dashboard_support import (
 from service_support import Api, make_engine
 
 from persona_engine.service.app import create_app
+from persona_engine.testing.browser import chromium, missing
 
 try:  # a missing selenium must fail these tests, not skip them
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
     from selenium.webdriver.support import expected_conditions
@@ -47,19 +45,6 @@ try:  # a missing selenium must fail these tests, not skip them
 except ImportError as e:
     SELENIUM_ERROR = e
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-FLAGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--window-size=1280,2200",
-]
 
 pytestmark = pytest.mark.slow
 
@@ -96,17 +81,10 @@ def live_server(home: Path) -> Iterator[str]:
 def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDriver]:
     if SELENIUM_ERROR is not None:
         pytest.fail(f"selenium is missing ({SELENIUM_ERROR}): pip install -e .[dev]")
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not os.access(path, os.X_OK):
-            pytest.fail(f"{path} is missing: apt-get install -y chromium chromium-driver")
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not download anything
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    for path in missing():
+        pytest.fail(f"{path} is missing: apt-get install -y chromium chromium-driver")
+    monkeypatch.setenv("SE_OFFLINE", "true")  # restored after the test (chromium() sets it)
+    driver = chromium(tmp_path / "chromium-profile")
     try:
         yield driver
     finally:
