@@ -451,13 +451,26 @@ def finetune_ppd(
             gen=gen,
         )
 
+    return _run_dpo(model, step_loss, cfg, checkpoint_dir, "PPD (Diffusion-DPO)", progress)
+
+
+def _run_dpo(
+    model: Any,
+    step_loss: Any,
+    cfg: DPOConfig,
+    checkpoint_dir: str | Path | None,
+    desc: str,
+    progress: bool,
+) -> StepResult:
+    """The adapter's DPO steps through the shared loop, then the model back to inference
+    (frozen, gradient checkpointing off, no user tokens held)."""
     try:
         return run_steps(
             _trainable(model.adapter),
             step_loss,
             cfg,
             checkpoint_dir=checkpoint_dir,
-            desc="PPD (Diffusion-DPO)",
+            desc=desc,
             progress=progress,
             items_per_micro_batch=cfg.batch_size,
         )
@@ -521,18 +534,4 @@ def finetune_ppd_on_pairs(
             gen=gen,
         )
 
-    try:
-        return run_steps(
-            _trainable(model.adapter),
-            step_loss,
-            cfg,
-            checkpoint_dir=checkpoint_dir,
-            desc="PPD on pairs (Diffusion-DPO)",
-            progress=progress,
-            items_per_micro_batch=cfg.batch_size,
-        )
-    finally:
-        model.requires_grad_(False)
-        if cfg.gradient_checkpointing:
-            model.unet.disable_gradient_checkpointing()
-            model.release_tokens()
+    return _run_dpo(model, step_loss, cfg, checkpoint_dir, "PPD on pairs (Diffusion-DPO)", progress)
