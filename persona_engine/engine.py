@@ -37,7 +37,7 @@ from .schemas import (
     utcnow,
 )
 from .store import StoreBase, StoredComparison, open_store
-from .store.online import OnlineOutcome
+from .store.online import OnlineOutcomes
 
 DEFAULT_ENCODER = "minilm"
 
@@ -166,7 +166,7 @@ class Engine(UserProfilesMixin):
         tenant: str = "",
         update_profile: bool = False,
         model: str | None = None,
-        outcomes: Sequence[OnlineOutcome] | None = None,
+        outcomes: OnlineOutcomes | None = None,
     ) -> int:
         """Store one comparison or many; returns how many were new. With ``update_profile``, the
         profiles of the users involved are re-embedded under ``model`` (default: the active one)
@@ -386,7 +386,12 @@ class Engine(UserProfilesMixin):
         return self.store.model(rec.id)
 
     def online_report(self, **options: Any) -> dict[str, Any]:
-        """Online evaluation per model version; options of :func:`persona_engine.online.online_report`."""
+        """Online evaluation per model version; options of :func:`persona_engine.online.online_report`.
+
+        First keeps the history facts of outcomes stored since the last report (a few lookups
+        each, once per outcome; see :mod:`persona_engine.store.online`)."""
+        while self.store.complete_outcomes(20_000) == 20_000:
+            pass
         return online_report(self, **options)
 
     def load_model(self, model: str | None = None) -> tuple[ModelRecord, RewardBackend]:

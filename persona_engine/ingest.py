@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from .errors import IngestError, InvalidInputError, PersonaEngineError
 from .progress import progress_bar
 from .schemas import Comparison, comparison_from_record
 from .store import StoreBase
-from .store.online import OnlineOutcome
+from .store.online import OnlineOutcomes
 
 
 @dataclass
@@ -64,7 +64,7 @@ def ingest_jsonl(
     progress: bool = False,
     tenant: str = "",
     limit: int | None = None,
-    evaluate: Callable[[list[Comparison]], Sequence[OnlineOutcome]] | None = None,
+    evaluate: Callable[[list[Comparison]], OnlineOutcomes] | None = None,
 ) -> IngestReport:
     """Store the comparisons of a JSONL file.
 
@@ -83,7 +83,7 @@ def ingest_jsonl(
 
     def flush() -> None:
         if batch:
-            outcomes = evaluate(batch) if evaluate is not None else ()
+            outcomes = evaluate(batch) if evaluate is not None else None
             added, dup = store.add_comparisons(batch, tenant=tenant, outcomes=outcomes)
             report.added += added
             report.duplicates += dup

@@ -26,7 +26,7 @@ import numpy as np
 from .encoders.cache import comparison_arrays
 from .errors import InvalidInputError, NotFoundError
 from .schemas import Comparison, ModelRecord, content_hash
-from .store.online import OnlineOutcome
+from .store.online import ComparisonKey, OnlineOutcomes
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -62,19 +62,25 @@ class OnlineEvaluator:
         #: batches that could not be scored (the comparisons were stored all the same)
         self.errors = 0
 
-    def outcomes(self, comparisons: Sequence[Comparison]) -> list[OnlineOutcome]:
-        """The outcomes of the comparisons not stored yet (text, not ties), under the active
-        model; none when evaluation is off or no model is trained.
+    def outcomes(self, comparisons: Sequence[Comparison]) -> OnlineOutcomes:
+        """The active model's scores of the text comparisons (not ties) of a batch, for the store
+        to keep beside the ones it stores (a comparison stored before keeps no new outcome); empty
+        when evaluation is off or no model is trained.
+
+        Only what the moment knows is computed here: the margin under the user's state now and
+        what that state is. The user's history facts (answers given before, new responses) follow
+        from the stored comparisons and are computed when outcomes are read
+        (:mod:`persona_engine.store.online`).
 
         Evaluation never costs a write: when scoring fails (a model file gone, an encoder that
         cannot read these texts), the failure is logged and counted and the batch is stored
         without outcomes.
         """
         if not self.enabled or not comparisons:
-            return []
+            return OnlineOutcomes("")
         rec = self.engine.store.active_model()
         if rec is None:
-            return []
+            return OnlineOutcomes("")
         try:
             out = self._score(rec, comparisons)
         except Exception as e:  # noqa: BLE001 - see the docstring: a write must not fail here
@@ -85,42 +91,31 @@ class OnlineEvaluator:
                 rec.id,
                 e,
             )
-            return []
+            return OnlineOutcomes("")
         self.scored += len(out)
         return out
 
-    def _score(self, rec: ModelRecord, comparisons: Sequence[Comparison]) -> list[OnlineOutcome]:
+    def _score(self, rec: ModelRecord, comparisons: Sequence[Comparison]) -> OnlineOutcomes:
         engine = self.engine
-        todo = [c for c in comparisons if c.kind == "text" and not c.tie]
-        if not todo:
-            return []
         hashes: dict[str, str] = {}  # text -> hash, each distinct text hashed once
-
-        def h(text: str) -> str:
-            if text not in hashes:
-                hashes[text] = content_hash(text)
-            return hashes[text]
-
-        keys = [(c.user_id, h(c.prompt), h(c.chosen), h(c.rejected)) for c in todo]
-        stored = engine.store.batch_history(keys)
-        # earlier comparisons of the same batch count as given before the later ones
-        given: dict[str, int] = {}
-        items: dict[str, set[str]] = {}
-        seen_keys: set[tuple[str, str, str, str]] = set()
-        rows: list[tuple[int, int, bool]] = []  # (index into todo, answers before, new items)
-        for i, (key, (n, seen_item, is_stored)) in enumerate(zip(keys, stored)):
-            if is_stored or key in seen_keys:  # not a prediction: it was given before
+        keys: dict[ComparisonKey, None] = {}  # in order, a comparison sent twice scored once
+        texts: dict[str, str] = {}
+        for c in comparisons:
+            if c.kind != "text" or c.tie:
                 continue
-            u, _, x, y = key
-            mine = items.setdefault(u, set())
-            rows.append((i, n + given.get(u, 0), not seen_item and x not in mine and y not in mine))
-            given[u] = given.get(u, 0) + 1
-            mine.update((x, y))
-            seen_keys.add(key)
-        if not rows:
-            return []
+            hs = []
+            for text in (c.prompt, c.chosen, c.rejected):
+                hv = hashes.get(text)
+                if hv is None:
+                    hv = hashes[text] = content_hash(text)
+                    texts[hv] = text
+                hs.append(hv)
+            keys[(c.user_id, hs[0], hs[1], hs[2])] = None
+        if not keys:
+            return OnlineOutcomes(rec.id)
+        order = list(keys)
         backend = engine.backend(rec)
-        users = list(dict.fromkeys(todo[i].user_id for i, *_ in rows))
+        users = list(dict.fromkeys(k[0] for k in order))
         states = {
             u: (vec, "prior" if source == "prior" else "profile")
             for u, (vec, source) in engine.store.profile_vectors(rec.id, users).items()
@@ -128,33 +123,25 @@ class OnlineEvaluator:
         for u in users:
             if u not in states:
                 states[u] = (engine.cold_start_state(u, rec, backend).vector, "prior")
-        texts = {hv: t for t, hv in hashes.items()}
         prompt, chosen, rejected = comparison_arrays(
             engine.store,
             engine.model_encoder(rec),
-            [keys[i][1] for i, *_ in rows],
-            [keys[i][2] for i, *_ in rows],
-            [keys[i][3] for i, *_ in rows],
+            [k[1] for k in order],
+            [k[2] for k in order],
+            [k[3] for k in order],
             texts,
         )
-        vectors = np.stack([states[keys[i][0]][0] for i, *_ in rows]).astype(np.float32)
+        vectors = np.stack([states[k[0]][0] for k in order]).astype(np.float32, copy=False)
         margin = backend.reward_batch(vectors, prompt, chosen) - backend.reward_batch(
             vectors, prompt, rejected
         )
-        return [
-            OnlineOutcome(
-                model_id=rec.id,
-                user_id=keys[i][0],
-                prompt_hash=keys[i][1],
-                chosen_hash=keys[i][2],
-                rejected_hash=keys[i][3],
-                margin=float(m),
-                new_items=new,
-                n_before=n,
-                state=states[keys[i][0]][1],
-            )
-            for (i, n, new), m in zip(rows, margin)
-        ]
+        return OnlineOutcomes(
+            model_id=rec.id,
+            keys=order,
+            margins=np.asarray(margin, dtype=np.float64),
+            states=[states[k[0]][1] for k in order],
+            text_hashes=hashes,
+        )
 
 
 # -- the report ------------------------------------------------------------------------------

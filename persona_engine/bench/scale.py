@@ -13,8 +13,8 @@ file, and every phase is timed:
 5. query latency of ``Engine.similar_users(user, 10)`` (median, p99) and of the bare index
    search, recall@10 of the index against exact search;
 6. ingest after launch with online evaluation off and on (``Engine.ingest`` of JSONL files of new
-   comparisons of profiled users, alternating off/on/off/on): the throughput cost of scoring
-   each new comparison before it is stored;
+   comparisons of profiled users, off/on/on/off twice): the throughput cost of scoring each new
+   comparison before it is stored, and the cost of the outcomes' history facts, computed after;
 7. online update (``record(..., update_profile=True)`` then a query), ``delete_user`` (a tombstone
    beside the saved index), then the compaction of the saved index, whose files are read back to
    check that no deleted user's id or vector is left in them;
@@ -55,7 +55,7 @@ class ScaleConfig:
     queries: int = 2000
     recall_queries: int = 500
     onboard_sample: int = 200
-    online_users: int = 4000  # users who give 5 new comparisons each in the online-evaluation phase
+    online_users: int = 8000  # users who give 5 new comparisons each in the online-evaluation phase
     deletes: int = 20  # users deleted in phase 7
     seed: int = 0
     workdir: str | None = None
@@ -299,6 +299,11 @@ def _queries(engine: Any, pop: ScalePopulation, cfg: ScaleConfig, log: Any) -> d
 def _online_ingest(
     engine: Any, pop: ScalePopulation, cfg: ScaleConfig, work: Path, log: Any
 ) -> dict[str, Any]:
+    """Ingest after launch, online evaluation off and on: eight JSONL files of different users'
+    new comparisons, ingested in the order off, on, on, off, off, on, on, off (so a drift of the
+    machine or the store's growth weighs on both alike); then the history facts of the outcomes
+    (:meth:`StoreBase.complete_outcomes`), which the write path leaves to the first read, timed on
+    their own."""
     import json
 
     rng = np.random.default_rng(cfg.seed + 3)
@@ -306,7 +311,7 @@ def _online_ingest(
     weights = pop.true_weights(users)
     per_user = 5
     files = []
-    for k, part in enumerate(np.array_split(np.arange(len(users)), 4)):
+    for k, part in enumerate(np.array_split(np.arange(len(users)), 8)):
         path = work / f"after_launch_{k}.jsonl"
         with open(path, "w") as fh:
             for i in part.tolist():
@@ -324,16 +329,29 @@ def _online_ingest(
         files.append(path)
     seconds = {"off": 0.0, "on": 0.0}
     added = {"off": 0, "on": 0}
-    outcomes_before = len(engine.store.online_outcomes())
-    for k, path in enumerate(files):
-        mode = "on" if k % 2 else "off"
+
+    def outcomes_stored() -> int:
+        return int(engine.store.read("SELECT count(*) FROM online_eval")[0][0])
+
+    outcomes_before = outcomes_stored()
+    for path, mode in zip(files, ("off", "on", "on", "off", "off", "on", "on", "off")):
         engine.online.enabled = mode == "on"
         t = time.perf_counter()
         added[mode] += engine.ingest(path).added
         seconds[mode] += time.perf_counter() - t
     engine.online.enabled = True
-    scored = len(engine.store.online_outcomes()) - outcomes_before
+    scored = outcomes_stored() - outcomes_before
+    t = time.perf_counter()
+    completed = 0
+    while True:
+        n = engine.store.complete_outcomes(20_000)
+        completed += n
+        if n < 20_000:
+            break
+    complete_s = time.perf_counter() - t
     rate = {m: added[m] / seconds[m] for m in seconds}
+    per_comparison = {m: seconds[m] / added[m] for m in seconds}
+    complete_each = complete_s / max(completed, 1)
     res = {
         "comparisons": added,
         "seconds": seconds,
@@ -341,6 +359,13 @@ def _online_ingest(
         "throughput_drop": 1.0 - rate["on"] / rate["off"],
         "outcomes_stored": scored,
         "scoring_errors": engine.online.errors,
+        "history_completed": completed,
+        "history_seconds": complete_s,
+        "history_us_per_outcome": 1e6 * complete_each,
+        # what the drop would be if the history facts were computed on the write path too
+        "throughput_drop_with_history": 1.0
+        - per_comparison["off"] / (per_comparison["on"] + complete_each),
+        "load_average": os.getloadavg(),
     }
     if scored != added["on"]:
         raise RuntimeError(
@@ -348,7 +373,9 @@ def _online_ingest(
         )
     log(
         f"ingest after launch: {rate['off']:.0f}/s with online evaluation off, {rate['on']:.0f}/s on "
-        f"({100 * res['throughput_drop']:.0f}% drop); {scored} outcomes stored"
+        f"({100 * res['throughput_drop']:.0f}% drop); {scored} outcomes stored; their history "
+        f"facts {res['history_us_per_outcome']:.1f} us each afterwards "
+        f"({100 * res['throughput_drop_with_history']:.0f}% drop if counted)"
     )
     return res
 

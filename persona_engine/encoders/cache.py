@@ -8,7 +8,8 @@ the prompt caches each pair under ``(prompt hash, response hash)`` and a prompt 
 onboarding, scoring, ranking, the service, the benchmarks, the generators) goes through
 :func:`comparison_arrays` or :func:`candidate_features`.
 
-What is encoded is committed chunk by chunk, so an interrupted run keeps what it finished.
+What is encoded is committed chunk by chunk, so an interrupted run keeps what it finished. What
+was read or encoded recently is also kept in memory (:mod:`persona_engine.store.memo`).
 """
 
 from __future__ import annotations
@@ -41,8 +42,16 @@ def _cached(
     ones encoded chunk by chunk, each chunk committed before the next (so an interrupted run
     keeps what it finished). With ``group_by_prompt`` the missing keys are encoded in prompt
     order, so an encoder that reuses a prompt's computation sees its candidates together."""
+    memo = store.feature_memo
+    remembered = memo.stack(encoder.id, width, keys) if keys else None
+    if remembered is not None:
+        return remembered
     distinct = list(dict.fromkeys(keys))
-    cached = store.get_pair_features(encoder.id, distinct)
+    cached = memo.get_many(encoder.id, width, distinct)
+    if len(cached) < len(distinct):
+        found = store.get_pair_features(encoder.id, [k for k in distinct if k not in cached])
+        memo.put_many(encoder.id, width, found)
+        cached.update(found)
     missing = [k for k in distinct if k not in cached]
     if group_by_prompt:
         missing.sort(key=lambda k: k[0])
@@ -58,6 +67,7 @@ def _cached(
             vecs = encode(part)
             new = {k: vecs[j] for j, k in enumerate(part)}
             store.put_pair_features(encoder.id, new)
+            memo.put_many(encoder.id, width, new)
             cached.update(new)
             bar.update(len(part))
         bar.close()

@@ -33,7 +33,7 @@ def store_marks(reader: StoreReader) -> tuple[Any, ...]:
     A profile re-embedded in place without a new comparison (``persona onboard`` again) changes
     none of them: the page shows it once its entry is older than :attr:`PageCache.ttl_s`."""
     row = reader.query(
-        "SELECT (SELECT max(id) FROM comparisons), (SELECT max(id) FROM online_eval), "
+        "SELECT (SELECT max(id) FROM comparisons), (SELECT max(comparison_id) FROM online_eval), "
         "(SELECT count(*) FROM users), (SELECT count(*) FROM profiles)"
     )[0]
     models = reader.query("SELECT id, active, metrics FROM models ORDER BY id")

@@ -34,7 +34,8 @@ def tenant_counts(reader: StoreReader, tenant: str) -> dict[str, int]:
         "SELECT (SELECT count(*) FROM users WHERE tenant=?), "
         "(SELECT count(*) FROM comparisons c JOIN users u ON u.id = c.user_id WHERE u.tenant=?), "
         "(SELECT count(*) FROM profiles p JOIN users u ON u.id = p.user_id WHERE u.tenant=?), "
-        "(SELECT count(*) FROM online_eval o JOIN users u ON u.id = o.user_id WHERE u.tenant=?)"
+        "(SELECT count(*) FROM online_eval o JOIN comparisons c ON c.id = o.comparison_id "
+        "JOIN users u ON u.id = c.user_id WHERE u.tenant=?)"
     )
     row = reader.query(sql, (tenant,) * 4)[0]
     return dict(zip(("users", "comparisons", "profiles", "online_outcomes"), map(int, row)))
@@ -119,8 +120,9 @@ def profile_map(
     accuracy = {
         u: (int(hits), int(n))
         for u, hits, n in reader.query(
-            "SELECT o.user_id, sum(o.correct), count(*) FROM online_eval o "
-            "JOIN users u ON u.id = o.user_id WHERE o.model_id=? AND u.tenant=? GROUP BY o.user_id",
+            "SELECT c.user_id, sum(CAST(o.margin > 0 AS INTEGER)), count(*) FROM online_eval o "
+            "JOIN comparisons c ON c.id = o.comparison_id JOIN users u ON u.id = c.user_id "
+            "WHERE o.model_id=? AND u.tenant=? GROUP BY c.user_id",
             (model_id, tenant),
         )
     }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
@@ -10,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import InvalidInputError, UnknownUserError
 from ..schemas import Comparison, UserProfile, parse
-from ..store.online import OnlineOutcome
+from ..store.online import OnlineOutcomes
 from .models import (
     ComparisonBatch,
     ComparisonIn,
@@ -47,7 +46,7 @@ def _record_for_tenant(
     state: ServiceState,
     scope: TenantScope,
     comps: list[Comparison],
-    outcomes: Sequence[OnlineOutcome],
+    outcomes: OnlineOutcomes,
 ) -> int:
     """Runs on the writer: refuse users owned by another tenant, then store the comparisons and
     their online-evaluation outcomes in one transaction."""

@@ -33,7 +33,13 @@ from .base import (
 from .base import now_iso as _now
 from .changelog import changes
 from .migrations import migrations, service_migrations
-from .online import OnlineOutcome, batch_history, insert_outcomes, outcome_rows
+from .online import (
+    OnlineOutcomes,
+    complete_outcomes,
+    insert_outcomes,
+    new_comparison_ids,
+    outcome_rows,
+)
 from .open import open_store
 from .read_connections import ReadConnections
 from .vectors import from_blob, to_blob
@@ -223,6 +229,7 @@ class Store(StoreBase):
                 return self._delete_user(user_id)
             finally:
                 self.db.conn.execute("PRAGMA foreign_keys=ON")
+                self.feature_memo.clear()
 
     def _delete_user(self, user_id: str) -> dict[str, int]:
         with self.transaction() as conn:
@@ -234,15 +241,18 @@ class Store(StoreBase):
                 ).fetchall()
                 for h in row
             }
+            outcomes = conn.execute(
+                "DELETE FROM online_eval WHERE comparison_id IN "
+                "(SELECT id FROM comparisons WHERE user_id=?)",
+                (user_id,),
+            ).rowcount
             counts = {
+                "online_outcomes": outcomes,
                 "comparisons": conn.execute(
                     "DELETE FROM comparisons WHERE user_id=?", (user_id,)
                 ).rowcount,
                 "profiles": conn.execute(
                     "DELETE FROM profiles WHERE user_id=?", (user_id,)
-                ).rowcount,
-                "online_outcomes": conn.execute(
-                    "DELETE FROM online_eval WHERE user_id=?", (user_id,)
                 ).rowcount,
                 "users": conn.execute("DELETE FROM users WHERE id=?", (user_id,)).rowcount,
             }
@@ -265,7 +275,7 @@ class Store(StoreBase):
         comparisons: Iterable[Comparison],
         *,
         tenant: str = "",
-        outcomes: Sequence[OnlineOutcome] = (),
+        outcomes: OnlineOutcomes | None = None,
     ) -> tuple[int, int]:
         """Store comparisons in one transaction. Returns (added, already present).
 
@@ -273,13 +283,13 @@ class Store(StoreBase):
         Each distinct text is hashed once per call and an empty ``meta`` is not re-serialised, so
         large batches over a shared item pool go in at executemany speed. ``outcomes`` (online
         evaluation, :mod:`persona_engine.online`) are stored in the same transaction, each only
-        when its comparison was not stored before: a re-sent comparison is never scored twice.
+        when this call stored its comparison: a re-sent comparison is never scored twice.
         """
         comps = list(comparisons)
         if not comps:
             return 0, 0
         now = _now()
-        items, rows, users = comparison_rows(comps, now)
+        items, rows, users = comparison_rows(comps, now, outcomes.text_hashes if outcomes else None)
         with self.transaction() as conn:
             conn.executemany(
                 "INSERT OR IGNORE INTO users(id, tenant, attributes, created_at) VALUES (?,?,'{}',?)",
@@ -290,7 +300,7 @@ class Store(StoreBase):
                 list(items.values()),
             )
             if outcomes:
-                insert_outcomes(conn, outcomes, now)
+                last = conn.execute("SELECT max(id) FROM comparisons").fetchone()[0] or 0
             before = conn.total_changes
             conn.executemany(
                 "INSERT OR IGNORE INTO comparisons(user_id, prompt_hash, chosen_hash, rejected_hash, strength, tie, source, meta, created_at) "
@@ -298,6 +308,8 @@ class Store(StoreBase):
                 rows,
             )
             added = conn.total_changes - before
+            if outcomes and added:
+                insert_outcomes(conn, outcomes.rows(new_comparison_ids(conn, rows, last, added)))
         return added, len(rows) - added
 
     _COMPARISON_SELECT = (
@@ -351,13 +363,11 @@ class Store(StoreBase):
                 ).fetchall()
         return out
 
-    def batch_history(
-        self, rows: Sequence[tuple[str, str, str, str]]
-    ) -> list[tuple[int, bool, bool]]:
-        """What online evaluation needs to know of each (user, prompt, chosen, rejected hash)
-        before a batch is stored: see :func:`.online.batch_history`."""
-        with self._lock:
-            return batch_history(self.db.conn, rows)
+    def complete_outcomes(self, limit: int = 100_000) -> int:
+        """Keep the history facts (``n_before``, ``new_items``) of up to ``limit`` outcomes that
+        do not have them yet; returns how many (see :mod:`.online`)."""
+        with self.transaction() as conn:
+            return complete_outcomes(conn, limit)
 
     def profile_vectors(
         self, model_id: str, users: Sequence[str]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,7 +21,8 @@ import numpy as np
 
 from ..errors import NotFoundError
 from ..schemas import Comparison, ModelRecord, UserProfile, content_hash, utcnow
-from .online import OnlineOutcome
+from .memo import FeatureMemo
+from .online import OnlineOutcomes
 from .vectors import from_blob
 
 #: tables every store holds, in the order ``status()`` counts them
@@ -60,21 +61,23 @@ ComparisonRow = tuple[str, str, str, str, float, int, str, str, str]
 
 
 def comparison_rows(
-    comps: Sequence[Comparison], now: str
+    comps: Sequence[Comparison], now: str, known: Mapping[str, str] | None = None
 ) -> tuple[dict[str, ItemRow], list[ComparisonRow], set[str]]:
     """(items by hash, comparison rows, user ids) of a batch, for any store to insert.
 
-    Each distinct text is hashed once per call and an empty ``meta`` is not re-serialised, so
-    large batches over a shared item pool are cheap to prepare.
+    Each distinct text is hashed once per call (``known``: text -> hash already computed, e.g. by
+    online evaluation) and an empty ``meta`` is not re-serialised, so large batches over a shared
+    item pool are cheap to prepare.
     """
     items: dict[str, ItemRow] = {}
     text_hashes: dict[str, str] = {}
     image_hashes: dict[str, str] = {}
+    given = known or {}
 
     def text_hash(text: str) -> str:
         h = text_hashes.get(text)
         if h is None:
-            h = text_hashes[text] = content_hash(text)
+            h = text_hashes[text] = given.get(text) or content_hash(text)
             items[h] = (h, "text", text, None, now)
         return h
 
@@ -156,6 +159,14 @@ class StoreBase(ABC):
 
     ``location`` names the store for people (a file path, or a URL without its password).
     """
+
+    @property
+    def feature_memo(self) -> FeatureMemo:
+        """Recently read features in memory (see :mod:`.memo`); made on first use."""
+        memo = self.__dict__.get("_feature_memo")
+        if memo is None:
+            memo = self.__dict__["_feature_memo"] = FeatureMemo()
+        return memo
 
     #: whether model files live in the store itself (PostgreSQL: every replica reads them from
     #: there) or only on the disk of the process that trained them (SQLite)
@@ -257,7 +268,7 @@ class StoreBase(ABC):
         comparisons: Iterable[Comparison],
         *,
         tenant: str = "",
-        outcomes: Sequence[OnlineOutcome] = (),
+        outcomes: OnlineOutcomes | None = None,
     ) -> tuple[int, int]:
         """Store comparisons in one transaction; returns (added, already present)."""
 
@@ -272,9 +283,9 @@ class StoreBase(ABC):
     ) -> list[tuple[str, str, str, str, float, int, str]]: ...
 
     @abstractmethod
-    def batch_history(
-        self, rows: Sequence[tuple[str, str, str, str]]
-    ) -> list[tuple[int, bool, bool]]: ...
+    def complete_outcomes(self, limit: int = 100_000) -> int:
+        """Keep the history facts of up to ``limit`` online outcomes that do not have them yet
+        (:mod:`.online`); returns how many."""
 
     @abstractmethod
     def online_outcomes(
@@ -293,7 +304,7 @@ class StoreBase(ABC):
             "SELECT model_id, count(*) FROM online_eval GROUP BY model_id"
         ):
             rows = self.read(
-                "SELECT margin FROM online_eval WHERE model_id = ? ORDER BY id DESC LIMIT ?",
+                "SELECT margin FROM online_eval WHERE model_id = ? ORDER BY comparison_id DESC LIMIT ?",
                 (model_id, int(window)),
             )
             out.append((str(model_id), int(n), np.array([r[0] for r in rows], dtype=np.float64)))

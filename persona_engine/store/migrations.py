@@ -154,6 +154,42 @@ def m003_online_eval(db: Database) -> None:
     db.execute("CREATE INDEX idx_online_user ON online_eval(user_id)")
 
 
+@migrations()
+def m004_online_eval_by_comparison(db: Database) -> None:
+    """Outcomes keyed by the comparison they scored (see :mod:`persona_engine.store.online`).
+
+    A row keeps what only the moment of arrival knows (model version, margin, what scored it);
+    the user, the time, ``n_before`` and ``new_items`` follow from the comparisons table, the last
+    two computed on read until :func:`~persona_engine.store.online.complete_outcomes` keeps them.
+    Rows written before this migration keep their figures; a comparison scored under two versions
+    keeps its first outcome (new outcomes are written once per comparison).
+    """
+    db.execute(
+        """
+        CREATE TABLE online_eval_v2 (
+            comparison_id INTEGER PRIMARY KEY,
+            model_id TEXT NOT NULL,
+            margin REAL NOT NULL,
+            state TEXT NOT NULL,
+            n_before INTEGER,
+            new_items INTEGER
+        )"""
+    )
+    db.execute(
+        "INSERT OR IGNORE INTO online_eval_v2(comparison_id, model_id, margin, state, n_before, "
+        "new_items) SELECT c.id, o.model_id, o.margin, o.state, o.n_before, o.new_items "
+        "FROM online_eval o JOIN comparisons c ON c.user_id = o.user_id "
+        "AND c.prompt_hash = o.prompt_hash AND c.chosen_hash = o.chosen_hash "
+        "AND c.rejected_hash = o.rejected_hash ORDER BY o.id"
+    )
+    db.execute("DROP TABLE online_eval")
+    db.execute("ALTER TABLE online_eval_v2 RENAME TO online_eval")
+    db.execute("CREATE INDEX idx_online_model ON online_eval(model_id, comparison_id)")
+    db.execute(
+        "CREATE INDEX idx_online_pending ON online_eval(comparison_id) WHERE n_before IS NULL"
+    )
+
+
 @service_migrations()
 def m001_api_keys(db: Database) -> None:
     db.execute(

@@ -1,93 +1,112 @@
-"""SQL of online (prequential) evaluation: the outcomes table written beside new comparisons."""
+"""SQL of online (prequential) evaluation: the outcomes table written beside new comparisons.
+
+An outcome row is keyed by the comparison it scored (``online_eval.comparison_id``) and holds what
+only the moment of arrival knows: the model version, the margin r(chosen) - r(rejected) for the
+user's state then, and what scored it (``profile`` or ``prior``). What the comparisons table
+itself records is not copied on the write path: the user, the time, how many comparisons the user
+had given before (``n_before``) and whether both responses were new to them (``new_items``) follow
+from the comparisons stored before it (by id). The last two are computed when outcomes are read
+(:data:`N_BEFORE` and :data:`NEW_ITEMS`) and kept by :func:`complete_outcomes`, so a write costs
+one small row and reading many outcomes costs the history lookups once.
+"""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 
-@dataclass(frozen=True)
-class OnlineOutcome:
-    """How the active model scored one comparison before it was stored."""
+#: (user_id, prompt_hash, chosen_hash, rejected_hash): a comparison's identity in the store
+ComparisonKey = tuple[str, str, str, str]
+
+
+@dataclass
+class OnlineOutcomes:
+    """How the active model scored a batch of comparisons before they were stored (columns)."""
 
     model_id: str
-    user_id: str
-    prompt_hash: str
-    chosen_hash: str
-    rejected_hash: str
-    margin: float  # r(chosen) - r(rejected) for the user's state at that moment
-    new_items: bool  # neither response was in any of the user's earlier comparisons
-    n_before: int  # comparisons the user had given before this one
-    state: str  # "profile" or "prior" (the cold-start rule)
+    keys: list[ComparisonKey] = field(default_factory=list)
+    margins: np.ndarray = field(default_factory=lambda: np.zeros(0))  # r(chosen) - r(rejected)
+    states: list[str] = field(default_factory=list)  # "profile" or "prior" (the cold-start rule)
+    #: text -> content hash of the batch's texts, so the store does not hash them again
+    text_hashes: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def correct(self) -> bool:
-        return self.margin > 0
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def rows(self, ids: dict[ComparisonKey, int]) -> list[tuple[int, str, float, str]]:
+        """(comparison id, model id, margin, state) of the outcomes whose comparison ``ids`` has:
+        the ones stored by this transaction (a re-sent comparison is never scored twice)."""
+        out = []
+        model = self.model_id
+        for key, margin, state in zip(self.keys, self.margins.tolist(), self.states):
+            cid = ids.get(key)
+            if cid is not None:
+                out.append((cid, model, margin, state))
+        return out
 
 
-def insert_outcomes(conn: sqlite3.Connection, outcomes: Sequence[OnlineOutcome], now: str) -> None:
-    """Insert inside the caller's transaction, before its comparisons: an outcome whose
-    comparison is already stored is skipped (it was seen, and maybe trained on, before)."""
+# -- the history facts, from the comparisons stored before (c: the scored comparison) ----------
+N_BEFORE = "(SELECT count(*) FROM comparisons d WHERE d.user_id = c.user_id AND d.id < c.id)"
+NEW_ITEMS = (
+    "CAST(NOT EXISTS (SELECT 1 FROM comparisons d WHERE d.user_id = c.user_id AND d.id < c.id "
+    "AND (d.chosen_hash IN (c.chosen_hash, c.rejected_hash) "
+    "OR d.rejected_hash IN (c.chosen_hash, c.rejected_hash))) AS INTEGER)"
+)
+#: the columns a report reads, in SQL both SQLite and PostgreSQL run (``o``: online_eval)
+OUTCOME_COLUMNS = (
+    "o.model_id, c.user_id, o.margin, CAST(o.margin > 0 AS INTEGER) AS correct, "
+    f"COALESCE(o.new_items, {NEW_ITEMS}) AS new_items, "
+    f"COALESCE(o.n_before, {N_BEFORE}) AS n_before, o.state, c.created_at"
+)
+OUTCOMES_FROM = "online_eval o JOIN comparisons c ON c.id = o.comparison_id"
+#: keeps the history facts of up to ``limit`` outcomes that do not have them yet
+COMPLETE_SQL = (
+    f"UPDATE online_eval SET n_before = x.n, new_items = x.fresh FROM ("
+    f"SELECT c.id, {N_BEFORE} AS n, {NEW_ITEMS} AS fresh FROM online_eval o "
+    "JOIN comparisons c ON c.id = o.comparison_id WHERE o.n_before IS NULL "
+    "ORDER BY o.comparison_id LIMIT {mark}) AS x WHERE online_eval.comparison_id = x.id"
+)
+
+
+def new_comparison_ids(
+    conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], before: int, added: int
+) -> dict[ComparisonKey, int]:
+    """Ids of the comparisons this transaction inserted (``rows`` in insertion order, keyed by
+    their first four columns), given the largest id before the insert and how many went in.
+
+    SQLite gives each inserted row the largest id so far plus one, so when every row went in and
+    the ids span exactly ``added`` values they are ``before + 1 ...`` in order (checked with one
+    index read); otherwise the new rows are read back."""
+    if not added:
+        return {}
+    top = conn.execute("SELECT max(id) FROM comparisons").fetchone()[0]
+    if added == len(rows) and top == before + added:
+        return {(r[0], r[1], r[2], r[3]): before + 1 + i for i, r in enumerate(rows)}
+    return {
+        (u, p, x, y): cid
+        for cid, u, p, x, y in conn.execute(
+            "SELECT id, user_id, prompt_hash, chosen_hash, rejected_hash FROM comparisons "
+            "WHERE id > ?",
+            (before,),
+        )
+    }
+
+
+def insert_outcomes(conn: sqlite3.Connection, rows: Sequence[tuple[int, str, float, str]]) -> None:
+    """Inside the caller's transaction, after its comparisons (see :meth:`OnlineOutcomes.rows`)."""
     conn.executemany(
-        "INSERT OR IGNORE INTO online_eval(model_id, user_id, prompt_hash, chosen_hash, rejected_hash, "
-        "margin, correct, new_items, n_before, state, created_at) "
-        "SELECT ?,?,?,?,?,?,?,?,?,?,? WHERE NOT EXISTS (SELECT 1 FROM comparisons "
-        "WHERE user_id=? AND prompt_hash=? AND chosen_hash=? AND rejected_hash=?)",
-        [
-            (
-                o.model_id,
-                o.user_id,
-                o.prompt_hash,
-                o.chosen_hash,
-                o.rejected_hash,
-                float(o.margin),
-                int(o.correct),
-                int(o.new_items),
-                o.n_before,
-                o.state,
-                now,
-                o.user_id,
-                o.prompt_hash,
-                o.chosen_hash,
-                o.rejected_hash,
-            )
-            for o in outcomes
-        ],
+        "INSERT OR IGNORE INTO online_eval(comparison_id, model_id, margin, state) VALUES (?,?,?,?)",
+        rows,
     )
 
 
-def batch_history(
-    conn: sqlite3.Connection, rows: Sequence[tuple[str, str, str, str]]
-) -> list[tuple[int, bool, bool]]:
-    """For each (user, prompt hash, chosen hash, rejected hash): (how many comparisons the user
-    has stored, whether either response is in one of them, whether this comparison is stored).
-
-    One statement over the batch as a JSON array; the per-row lookups run inside SQLite on the
-    comparisons' (user_id, prompt_hash, chosen_hash, rejected_hash) unique index.
-    """
-    if not rows:
-        return []
-    found = conn.execute(
-        """
-        WITH b AS MATERIALIZED (
-            SELECT CAST(key AS INTEGER) AS i, value ->> 0 AS u, value ->> 1 AS p,
-                   value ->> 2 AS x, value ->> 3 AS y
-            FROM json_each(?)
-        )
-        SELECT b.i,
-            (SELECT count(*) FROM comparisons c WHERE c.user_id = b.u),
-            EXISTS (SELECT 1 FROM comparisons c WHERE c.user_id = b.u
-                    AND (c.chosen_hash IN (b.x, b.y) OR c.rejected_hash IN (b.x, b.y))),
-            EXISTS (SELECT 1 FROM comparisons c WHERE c.user_id = b.u AND c.prompt_hash = b.p
-                    AND c.chosen_hash = b.x AND c.rejected_hash = b.y)
-        FROM b ORDER BY b.i
-        """,
-        (json.dumps(rows),),
-    ).fetchall()
-    return [(int(n), bool(seen), bool(stored)) for _, n, seen, stored in found]
+def complete_outcomes(conn: sqlite3.Connection, limit: int) -> int:
+    """Store the history facts of up to ``limit`` outcomes; returns how many."""
+    return conn.execute(COMPLETE_SQL.format(mark="?"), (int(limit),)).rowcount
 
 
 def outcome_rows(
@@ -113,23 +132,20 @@ def outcome_query(
     mark: str = "?",
 ) -> tuple[str, list[Any]]:
     """The SQL (with ``mark`` placeholders) and parameters of :func:`outcome_rows`."""
-    sql = (
-        "SELECT o.model_id, o.user_id, o.margin, o.correct, o.new_items, o.n_before, o.state, "
-        "o.created_at FROM online_eval o"
-    )
+    sql = f"SELECT {OUTCOME_COLUMNS} FROM {OUTCOMES_FROM}"
     where: list[str] = []
     params: list[Any] = []
     if tenant is not None:
-        sql += " JOIN users u ON u.id = o.user_id"
+        sql += " JOIN users u ON u.id = c.user_id"
         where.append(f"u.tenant = {mark}")
         params.append(tenant)
-    for col, value in (("o.model_id", model_id), ("o.user_id", user_id)):
+    for col, value in (("o.model_id", model_id), ("c.user_id", user_id)):
         if value is not None:
             where.append(f"{col} = {mark}")
             params.append(value)
     if since is not None:
-        where.append(f"o.created_at >= {mark}")
+        where.append(f"c.created_at >= {mark}")
         params.append(since)
     if where:
         sql += " WHERE " + " AND ".join(where)
-    return sql + " ORDER BY o.id", params
+    return sql + " ORDER BY o.comparison_id", params

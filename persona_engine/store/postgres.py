@@ -34,7 +34,7 @@ from .base import (
     profile_from_row,
     profile_matrix_of,
 )
-from .online import OnlineOutcome, outcome_query
+from .online import COMPLETE_SQL, OnlineOutcomes, outcome_query
 from .postgres_replicas import ReplicaSharing
 from .postgres_schema import MIGRATIONS, applied_migrations, apply_migrations
 from .vectors import from_blob, to_blob
@@ -215,6 +215,12 @@ class PostgresStore(ReplicaSharing, StoreBase):
     def delete_user(self, user_id: str) -> dict[str, int]:
         """Remove the user and everything about them. Items shared with others stay: an item of
         the user's is an orphan when no comparison references it any more (index lookups)."""
+        try:
+            return self._delete_user(user_id)
+        finally:
+            self.feature_memo.clear()
+
+    def _delete_user(self, user_id: str) -> dict[str, int]:
         with self.transaction() as conn:
             own = sorted(
                 {
@@ -227,14 +233,21 @@ class PostgresStore(ReplicaSharing, StoreBase):
                     for h in row
                 }
             )
+            outcomes = conn.execute(
+                "DELETE FROM online_eval WHERE comparison_id IN "
+                "(SELECT id FROM comparisons WHERE user_id = %s)",
+                (user_id,),
+            ).rowcount
             counts = {
-                name: conn.execute(f"DELETE FROM {table} WHERE {col} = %s", (user_id,)).rowcount
-                for name, table, col in (
-                    ("comparisons", "comparisons", "user_id"),
-                    ("profiles", "profiles", "user_id"),
-                    ("online_outcomes", "online_eval", "user_id"),
-                    ("users", "users", "id"),
-                )
+                "online_outcomes": outcomes,
+                **{
+                    name: conn.execute(f"DELETE FROM {table} WHERE {col} = %s", (user_id,)).rowcount
+                    for name, table, col in (
+                        ("comparisons", "comparisons", "user_id"),
+                        ("profiles", "profiles", "user_id"),
+                        ("users", "users", "id"),
+                    )
+                },
             }
             orphans = [
                 r[0]
@@ -259,19 +272,19 @@ class PostgresStore(ReplicaSharing, StoreBase):
         comparisons: Iterable[Comparison],
         *,
         tenant: str = "",
-        outcomes: Sequence[OnlineOutcome] = (),
+        outcomes: OnlineOutcomes | None = None,
     ) -> tuple[int, int]:
         """Store comparisons in one transaction. Returns (added, already present).
 
-        Idempotent, like SQLite's; ``outcomes`` are stored first, each only when its comparison
-        is not stored yet. Users and items go in sorted, so concurrent batches lock shared rows
-        in one order.
+        Idempotent, like SQLite's; ``outcomes`` are stored after, each only when this call stored
+        its comparison (the insert returns the ids of the rows it stored). Users and items go in
+        sorted, so concurrent batches lock shared rows in one order.
         """
         comps = list(comparisons)
         if not comps:
             return 0, 0
         now = now_iso()
-        items, rows, users = comparison_rows(comps, now)
+        items, rows, users = comparison_rows(comps, now, outcomes.text_hashes if outcomes else None)
         item_cols = list(zip(*sorted(items.values())))
         with self.transaction() as conn:
             conn.execute(
@@ -286,18 +299,31 @@ class PostgresStore(ReplicaSharing, StoreBase):
                 "ON CONFLICT (hash) DO NOTHING",
                 [list(c) for c in item_cols],
             )
-            if outcomes:
-                _insert_outcomes(conn, outcomes, now)
             cur = conn.execute(
                 "INSERT INTO comparisons(user_id, prompt_hash, chosen_hash, rejected_hash, "
                 "strength, tie, source, meta, created_at) "
                 "SELECT u, p, c, r, s, t, src, m, ts FROM unnest(%s::text[], %s::text[], "
                 "%s::text[], %s::text[], %s::float8[], %s::int[], %s::text[], %s::text[], "
                 "%s::text[]) WITH ORDINALITY AS b(u, p, c, r, s, t, src, m, ts, i) ORDER BY i "
-                "ON CONFLICT (user_id, prompt_hash, chosen_hash, rejected_hash) DO NOTHING",
+                "ON CONFLICT (user_id, prompt_hash, chosen_hash, rejected_hash) DO NOTHING"
+                + (
+                    " RETURNING id, user_id, prompt_hash, chosen_hash, rejected_hash"
+                    if outcomes
+                    else ""
+                ),
                 [list(c) for c in zip(*rows)],
             )
             added = cur.rowcount
+            if outcomes and added:
+                ids = {(u, p, x, y): cid for cid, u, p, x, y in cur.fetchall()}
+                stored = outcomes.rows(ids)
+                if stored:
+                    conn.execute(
+                        "INSERT INTO online_eval(comparison_id, model_id, margin, state) "
+                        "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::float8[], %s::text[]) "
+                        "ON CONFLICT DO NOTHING",
+                        [list(c) for c in zip(*stored)],
+                    )
         return added, len(rows) - added
 
     _COMPARISON_SELECT = (
@@ -337,26 +363,10 @@ class PostgresStore(ReplicaSharing, StoreBase):
             (list(dict.fromkeys(users)),),
         )
 
-    def batch_history(
-        self, rows: Sequence[tuple[str, str, str, str]]
-    ) -> list[tuple[int, bool, bool]]:
-        """See :func:`persona_engine.store.online.batch_history`: one statement over the batch."""
-        if not rows:
-            return []
-        found = self._rows(
-            """
-            SELECT (SELECT count(*) FROM comparisons c WHERE c.user_id = b.u),
-                EXISTS (SELECT 1 FROM comparisons c WHERE c.user_id = b.u
-                        AND (c.chosen_hash IN (b.x, b.y) OR c.rejected_hash IN (b.x, b.y))),
-                EXISTS (SELECT 1 FROM comparisons c WHERE c.user_id = b.u AND c.prompt_hash = b.p
-                        AND c.chosen_hash = b.x AND c.rejected_hash = b.y)
-            FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY
-                AS b(u, p, x, y, i)
-            ORDER BY b.i
-            """,
-            [list(c) for c in zip(*rows)],
-        )
-        return [(int(n), bool(seen), bool(stored)) for n, seen, stored in found]
+    def complete_outcomes(self, limit: int = 100_000) -> int:
+        """See :func:`persona_engine.store.online.complete_outcomes`."""
+        with self.transaction() as conn:
+            return int(conn.execute(COMPLETE_SQL.format(mark="%s"), (int(limit),)).rowcount)
 
     def online_outcomes(
         self,
@@ -662,31 +672,3 @@ class PostgresStore(ReplicaSharing, StoreBase):
         if self.change_log_pruned_through() > self.change_log_head() > 0:
             problems.append("the profile change log is pruned past its head")
         return "; ".join(problems) or "ok"
-
-
-def _insert_outcomes(conn: Any, outcomes: Sequence[OnlineOutcome], now: str) -> None:
-    """Inside the caller's transaction, before its comparisons: an outcome whose comparison is
-    already stored is skipped (it was seen, and maybe trained on, before)."""
-    cols = [
-        [o.model_id for o in outcomes],
-        [o.user_id for o in outcomes],
-        [o.prompt_hash for o in outcomes],
-        [o.chosen_hash for o in outcomes],
-        [o.rejected_hash for o in outcomes],
-        [float(o.margin) for o in outcomes],
-        [int(o.correct) for o in outcomes],
-        [int(o.new_items) for o in outcomes],
-        [int(o.n_before) for o in outcomes],
-        [o.state for o in outcomes],
-    ]
-    conn.execute(
-        "INSERT INTO online_eval(model_id, user_id, prompt_hash, chosen_hash, rejected_hash, "
-        "margin, correct, new_items, n_before, state, created_at) "
-        "SELECT m, u, p, c, r, margin, ok, fresh, n, state, %s FROM unnest(%s::text[], "
-        "%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::int[], %s::int[], "
-        "%s::int[], %s::text[]) WITH ORDINALITY AS o(m, u, p, c, r, margin, ok, fresh, n, state, i) "
-        "WHERE NOT EXISTS (SELECT 1 FROM comparisons x WHERE x.user_id = o.u "
-        "AND x.prompt_hash = o.p AND x.chosen_hash = o.c AND x.rejected_hash = o.r) "
-        "ORDER BY o.i ON CONFLICT DO NOTHING",
-        [now, *cols],
-    )

@@ -204,6 +204,29 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
             END $$""",
         ],
     ),
+    (
+        # outcomes keyed by the comparison they scored (see persona_engine.store.online)
+        "m007_online_eval_by_comparison",
+        [
+            """CREATE TABLE online_eval_v2 (
+                comparison_id BIGINT PRIMARY KEY,
+                model_id TEXT NOT NULL,
+                margin DOUBLE PRECISION NOT NULL,
+                state TEXT NOT NULL,
+                n_before INTEGER,
+                new_items INTEGER
+            )""",
+            "INSERT INTO online_eval_v2(comparison_id, model_id, margin, state, n_before, new_items) "
+            "SELECT DISTINCT ON (c.id) c.id, o.model_id, o.margin, o.state, o.n_before, o.new_items "
+            "FROM online_eval o JOIN comparisons c ON c.user_id = o.user_id "
+            "AND c.prompt_hash = o.prompt_hash AND c.chosen_hash = o.chosen_hash "
+            "AND c.rejected_hash = o.rejected_hash ORDER BY c.id, o.id",
+            "DROP TABLE online_eval",
+            "ALTER TABLE online_eval_v2 RENAME TO online_eval",
+            "CREATE INDEX idx_online_model ON online_eval(model_id, comparison_id)",
+            "CREATE INDEX idx_online_pending ON online_eval(comparison_id) WHERE n_before IS NULL",
+        ],
+    ),
 ]
 
 

@@ -12,7 +12,7 @@ from persona_engine.retrieval import ProfileIndex, ProfileIndexes
 from persona_engine.retrieval.sync import log_head, prune_change_log
 from persona_engine.schemas import Comparison, ModelRecord, UserProfile, content_hash
 from persona_engine.store.base import TABLES
-from persona_engine.store.online import OnlineOutcome
+from persona_engine.store.online import OnlineOutcomes
 
 
 def comp(user="u1", chosen="good answer", rejected="bad answer", prompt="q"):
@@ -32,18 +32,13 @@ def put(store, model_id, vectors):
     )
 
 
-def outcome(c: Comparison, model_id="m-v1", margin=0.5):
-    return OnlineOutcome(
-        model_id=model_id,
-        user_id=c.user_id,
-        prompt_hash=content_hash(c.prompt),
-        chosen_hash=content_hash(c.chosen),
-        rejected_hash=content_hash(c.rejected),
-        margin=margin,
-        new_items=True,
-        n_before=0,
-        state="prior",
-    )
+def outcomes(comps: list[Comparison], model_id="m-v1", margin=0.5, state="prior"):
+    keys = [
+        (c.user_id, content_hash(c.prompt), content_hash(c.chosen), content_hash(c.rejected))
+        for c in comps
+    ]
+    margins = np.full(len(keys), margin, dtype=np.float64)
+    return OnlineOutcomes(model_id, keys, margins, [state] * len(keys))
 
 
 def test_blank_store_migrates_and_opening_again_is_a_no_op(store, connect):
@@ -203,34 +198,56 @@ def test_profile_index_follows_writes_from_another_connection(store, connect, tm
 
 def test_online_outcomes_only_beside_new_comparisons(store):
     first, second = comp(), comp(chosen="other")
-    store.add_comparisons([first], outcomes=[outcome(first)])
-    hist = store.batch_history(
-        [
-            (c.user_id, content_hash(c.prompt), content_hash(c.chosen), content_hash(c.rejected))
-            for c in (first, second, comp(user="new"))
-        ]
-    )
-    assert hist == [(1, True, True), (1, True, False), (0, False, False)]
-    # the first comparison is re-sent (scored by a newer model): stored already, so it is not
-    # scored again; the second is new
+    assert store.add_comparisons([first], outcomes=outcomes([first])) == (1, 0)
+    # the first comparison is re-sent (scored by a newer model): stored already, so it keeps its
+    # first outcome; the second is new. A re-sent comparison first in the batch makes the store
+    # read the new rows' ids back instead of counting them.
     added = store.add_comparisons(
-        [first, second],
-        outcomes=[outcome(first, "m-v2", margin=-1), outcome(second, "m-v2", margin=-1)],
+        [first, second], outcomes=outcomes([first, second], "m-v2", margin=-1)
     )
     assert added == (1, 1)
     rows = store.online_outcomes()
-    assert [(r["model_id"], r["margin"], r["correct"]) for r in rows] == [
-        ("m-v1", 0.5, 1),
-        ("m-v2", -1.0, 0),
+    assert [(r["model_id"], r["margin"], r["correct"], r["user_id"]) for r in rows] == [
+        ("m-v1", 0.5, 1, "u1"),
+        ("m-v2", -1.0, 0, "u1"),
     ]
     assert {"user_id", "n_before", "new_items", "state", "created_at"} <= set(rows[0])
     assert len(store.online_outcomes(model_id="m-v2", user_id="u1", tenant="")) == 1
     assert store.online_outcomes(since="9999") == [] and store.online_outcomes(tenant="x") == []
+    # an outcome for a comparison that is not in the batch is never stored
+    third = comp(chosen="third")
+    store.add_comparisons([third], outcomes=outcomes([comp(chosen="elsewhere")], "m-v3"))
+    assert [r["model_id"] for r in store.online_outcomes()] == ["m-v1", "m-v2"]
+
+
+def test_outcome_history_facts_follow_the_order_comparisons_were_stored(store):
+    """n_before and new_items: the user's comparisons stored before this one (by id), computed
+    on read, then kept by complete_outcomes with the same values."""
+    a = comp(chosen="a1", rejected="a2")
+    b = comp(chosen="b1", rejected="b2")  # new responses, 1 before
+    c = comp(chosen="a1", rejected="c2")  # a1 seen in a: not new, 2 before
+    other = comp(user="u2", chosen="b1", rejected="a2")  # u2 never saw them: new, 0 before
+    tie = Comparison(user_id="u1", prompt="q", chosen="t1", rejected="t2", tie=True)
+    store.add_comparisons([a, b], outcomes=outcomes([a, b]))
+    store.add_comparisons([tie, c, other], outcomes=outcomes([c, other]))
+    d = comp(chosen="t1", rejected="d2")  # t1 was in the tie: not new; 4 before (the tie counts)
+    store.add_comparisons([d], outcomes=outcomes([d]))
+    want = [(0, 1), (1, 1), (3, 0), (0, 1), (4, 0)]
+
+    def facts():
+        return [(r["n_before"], r["new_items"]) for r in store.online_outcomes()]
+
+    assert [r["user_id"] for r in store.online_outcomes()] == ["u1", "u1", "u1", "u2", "u1"]
+    assert facts() == want
+    assert store.complete_outcomes(limit=2) == 2
+    assert store.complete_outcomes() == 3
+    assert store.complete_outcomes() == 0
+    assert facts() == want
 
 
 def test_delete_user_removes_everything_of_the_user(store):
     mine, shared = comp(), comp(user="u2", chosen="shared", rejected="bad answer")
-    store.add_comparisons([mine, shared], outcomes=[outcome(mine), outcome(shared)])
+    store.add_comparisons([mine, shared], outcomes=outcomes([mine, shared]))
     model(store, 1)
     store.put_profiles(
         [UserProfile(user_id="u1", model_id="m-v1", backend="m", vector=[0.5, 1.0], weights={})]
