@@ -152,3 +152,52 @@ def test_change_log_entries_commit_in_seq_order(postgres_url):
         assert order == [[int(rowids[ids.index("a")])], [int(rowids[ids.index("b")])]]
     finally:
         store.close()
+
+
+def test_outcomes_of_a_store_made_before_keying_by_comparison_survive_the_migration(postgres_url):
+    """m007 on a database with data: each old outcome row finds its comparison."""
+    from persona_engine.store.postgres_schema import MIGRATION_SET
+
+    before = ALL[: ALL.index("m007_online_eval_by_comparison")]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE persona_engine_migrations (migration_set TEXT NOT NULL, "
+            "name TEXT NOT NULL, applied_at TEXT NOT NULL, PRIMARY KEY (migration_set, name))"
+        )
+        for name, statements in MIGRATIONS:
+            if name in before:
+                for sql in statements:
+                    conn.execute(sql)
+                conn.execute(
+                    "INSERT INTO persona_engine_migrations VALUES (%s, %s, 'x')",
+                    (MIGRATION_SET, name),
+                )
+        conn.execute(
+            "INSERT INTO users(id, tenant, attributes, created_at) VALUES ('u1', '', '{}', 'x')"
+        )
+        for h in ("p", "a", "b", "c"):
+            conn.execute(
+                "INSERT INTO items(hash, kind, text, created_at) VALUES (%s, 'text', %s, 'x')",
+                (h, h),
+            )
+        for x, y in (("a", "b"), ("a", "c")):
+            conn.execute(
+                "INSERT INTO comparisons(user_id, prompt_hash, chosen_hash, rejected_hash, "
+                "created_at) VALUES ('u1', 'p', %s, %s, '2026-12-01')",
+                (x, y),
+            )
+        conn.execute(
+            "INSERT INTO online_eval(model_id, user_id, prompt_hash, chosen_hash, rejected_hash, "
+            "margin, correct, new_items, n_before, state, created_at) "
+            "VALUES ('m-v1', 'u1', 'p', 'a', 'c', -0.5, 0, 0, 1, 'profile', '2026-12-01')"
+        )
+    store = PostgresStore(postgres_url)
+    try:
+        assert store.applied == ["m007_online_eval_by_comparison"]
+        rows = store.online_outcomes()
+        assert [(r["margin"], r["correct"], r["n_before"], r["new_items"]) for r in rows] == [
+            (-0.5, 0, 1, 0)
+        ]
+        assert store.complete_outcomes() == 0
+    finally:
+        store.close()
