@@ -26,7 +26,7 @@ import numpy as np
 from .encoders.cache import comparison_arrays
 from .errors import InvalidInputError, NotFoundError
 from .schemas import Comparison, ModelRecord, content_hash
-from .store.online import ComparisonKey, OnlineOutcomes
+from .store.online import OnlineOutcomes
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -77,10 +77,10 @@ class OnlineEvaluator:
         without outcomes.
         """
         if not self.enabled or not comparisons:
-            return OnlineOutcomes("")
+            return OnlineOutcomes.none(len(comparisons))
         rec = self.engine.store.active_model()
         if rec is None:
-            return OnlineOutcomes("")
+            return OnlineOutcomes.none(len(comparisons))
         try:
             out = self._score(rec, comparisons)
         except Exception as e:  # noqa: BLE001 - see the docstring: a write must not fail here
@@ -91,57 +91,56 @@ class OnlineEvaluator:
                 rec.id,
                 e,
             )
-            return OnlineOutcomes("")
-        self.scored += len(out)
+            return OnlineOutcomes.none(len(comparisons))
+        self.scored += out.n_scored
         return out
 
     def _score(self, rec: ModelRecord, comparisons: Sequence[Comparison]) -> OnlineOutcomes:
         engine = self.engine
         hashes: dict[str, str] = {}  # text -> hash, each distinct text hashed once
-        keys: dict[ComparisonKey, None] = {}  # in order, a comparison sent twice scored once
-        texts: dict[str, str] = {}
-        for c in comparisons:
-            if c.kind != "text" or c.tie:
-                continue
-            hs = []
-            for text in (c.prompt, c.chosen, c.rejected):
-                hv = hashes.get(text)
-                if hv is None:
-                    hv = hashes[text] = content_hash(text)
-                    texts[hv] = text
-                hs.append(hv)
-            keys[(c.user_id, hs[0], hs[1], hs[2])] = None
-        if not keys:
-            return OnlineOutcomes(rec.id)
-        order = list(keys)
+        texts: dict[str, str] = {}  # hash -> text, for what must be encoded
+
+        def h(text: str) -> str:
+            hv = hashes.get(text)
+            if hv is None:
+                hv = hashes[text] = content_hash(text)
+                texts[hv] = text
+            return hv
+
+        scored = [i for i, c in enumerate(comparisons) if c.kind == "text" and not c.tie]
+        n = len(comparisons)
+        margins = np.full(n, np.nan)
+        states: list[str | None] = [None] * n
+        if not scored:
+            return OnlineOutcomes(rec.id, margins, states, hashes)
+        todo = [comparisons[i] for i in scored]
+        prompts = [h(c.prompt) for c in todo]
+        chosen_h = [h(c.chosen) for c in todo]
+        rejected_h = [h(c.rejected) for c in todo]
         backend = engine.backend(rec)
-        users = list(dict.fromkeys(k[0] for k in order))
-        states = {
-            u: (vec, "prior" if source == "prior" else "profile")
-            for u, (vec, source) in engine.store.profile_vectors(rec.id, users).items()
-        }
+        users = list(dict.fromkeys(c.user_id for c in todo))
+        found = engine.store.profile_vectors(rec.id, users)
+        vecs, kinds = [], []
         for u in users:
-            if u not in states:
-                states[u] = (engine.cold_start_state(u, rec, backend).vector, "prior")
+            if u in found:
+                vec, source = found[u]
+                kind = "prior" if source == "prior" else "profile"
+            else:
+                vec, kind = engine.cold_start_state(u, rec, backend).vector, "prior"
+            vecs.append(vec)
+            kinds.append(kind)
+        position = {u: k for k, u in enumerate(users)}
+        of_user = np.fromiter((position[c.user_id] for c in todo), dtype=np.int64, count=len(todo))
+        vectors = np.stack(vecs).astype(np.float32, copy=False)[of_user]
         prompt, chosen, rejected = comparison_arrays(
-            engine.store,
-            engine.model_encoder(rec),
-            [k[1] for k in order],
-            [k[2] for k in order],
-            [k[3] for k in order],
-            texts,
+            engine.store, engine.model_encoder(rec), prompts, chosen_h, rejected_h, texts
         )
-        vectors = np.stack([states[k[0]][0] for k in order]).astype(np.float32, copy=False)
-        margin = backend.reward_batch(vectors, prompt, chosen) - backend.reward_batch(
+        margins[scored] = backend.reward_batch(vectors, prompt, chosen) - backend.reward_batch(
             vectors, prompt, rejected
         )
-        return OnlineOutcomes(
-            model_id=rec.id,
-            keys=order,
-            margins=np.asarray(margin, dtype=np.float64),
-            states=[states[k[0]][1] for k in order],
-            text_hashes=hashes,
-        )
+        for i, k in zip(scored, of_user.tolist()):
+            states[i] = kinds[k]
+        return OnlineOutcomes(rec.id, margins, states, hashes)
 
 
 # -- the report ------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Tiny models train faster on one thread, and parallel CI jobs do not oversubscribe the cores.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# one process runs every CLI call here: no gc.freeze (see persona_engine.heap)
+os.environ.setdefault("PERSONA_ENGINE_GC_FREEZE", "0")
 
 from pathlib import Path  # noqa: E402
 

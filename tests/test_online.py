@@ -61,7 +61,7 @@ def test_each_new_comparison_is_scored_before_it_is_stored(engine):
 def test_a_comparison_already_stored_is_never_scored_again(engine):
     new = pairs("user2", 2, start=200, seed=12)
     engine.record(new)
-    engine.record(new)  # re-sent: stored once, scored once
+    engine.record(new)  # re-sent: stored once, one outcome
     engine.record(pairs("user2", 1, seed=2))  # stored before the model existed: not scored
     rows = engine.store.online_outcomes(user_id="user2")
     assert len(rows) == 2 and engine.store.count_comparisons("user2") == 32
@@ -69,7 +69,7 @@ def test_a_comparison_already_stored_is_never_scored_again(engine):
     # its writer stores): the outcome is dropped, since the comparison was no longer new
     late = pairs("user2", 1, start=250, seed=17)
     scored = engine.online.outcomes(engine.validate_comparisons(late))
-    assert len(scored) == 1
+    assert scored.n_scored == 1
     Engine(engine.home, encoder="hashing", encoder_config={"dim": 64}, online_eval=False).record(
         late
     )

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from ..heap import freeze_startup_objects
 from ..progress import progress_bar
 from ..store import Store
 from .scale_population import PROMPT, ScalePopulation
@@ -121,6 +122,8 @@ def run_scale(cfg: ScaleConfig, *, progress: bool = True, log: Any = print) -> d
         # as `persona serve` does: index upkeep (log catch-up, pruning, saves) on its own thread
         stop_upkeep = engine.follow_profile_changes()
         out["queries"] = _queries(engine, pop, cfg, log)
+        # after launch, as `persona serve` and `persona ingest` run (see persona_engine.heap)
+        out["frozen_objects"] = freeze_startup_objects()
         out["online_eval"] = _online_ingest(engine, pop, cfg, work, log)
         out["updates"] = _updates(engine, pop, cfg, log)
         out["counts"] = _counts(engine, pop, cfg, out)

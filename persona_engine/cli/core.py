@@ -9,6 +9,7 @@ import click
 
 from ..errors import InvalidInputError
 from ..extras import require
+from ..heap import freeze_startup_objects
 from . import cli
 from .common import echo_json, get_engine
 
@@ -45,7 +46,9 @@ def init() -> None:
 @click.option("--limit", type=int, default=None, help="Read at most this many lines.")
 def ingest(file: Path, skip_bad: bool, limit: int | None) -> None:
     """Store the comparisons of a JSON Lines FILE (re-ingesting adds nothing)."""
-    report = get_engine().ingest(file, skip_bad=skip_bad, progress=True, limit=limit)
+    engine = get_engine()
+    freeze_startup_objects()  # a long file: see persona_engine.heap
+    report = engine.ingest(file, skip_bad=skip_bad, progress=True, limit=limit)
     click.echo(report.summary())
     for line, msg in report.errors[:20]:
         click.echo(f"  line {line}: {msg}", err=True)

@@ -86,6 +86,9 @@ def serve(
             "warning: no API key yet, so every request but /health gets 401; create one with `persona keys create`",
             err=True,
         )
+    from ..heap import freeze_startup_objects
+
+    freeze_startup_objects()  # the imports and the engine: see persona_engine.heap
     uvicorn.run(
         app, host=host, port=port, log_level=log_level, workers=1, timeout_graceful_shutdown=10
     )

@@ -13,7 +13,7 @@ one small row and reading many outcomes costs the history lookups once.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,28 +25,48 @@ ComparisonKey = tuple[str, str, str, str]
 
 @dataclass
 class OnlineOutcomes:
-    """How the active model scored a batch of comparisons before they were stored (columns)."""
+    """How the active model scored a batch of comparisons before they were stored: one entry
+    per comparison of the batch, in its order (``margins`` NaN and ``states`` None where a
+    comparison was not scored: images, ties)."""
 
     model_id: str
-    keys: list[ComparisonKey] = field(default_factory=list)
     margins: np.ndarray = field(default_factory=lambda: np.zeros(0))  # r(chosen) - r(rejected)
-    states: list[str] = field(default_factory=list)  # "profile" or "prior" (the cold-start rule)
+    states: list[str | None] = field(default_factory=list)  # "profile" or "prior" (cold start)
     #: text -> content hash of the batch's texts, so the store does not hash them again
     text_hashes: dict[str, str] = field(default_factory=dict)
 
-    def __len__(self) -> int:
-        return len(self.keys)
+    @classmethod
+    def none(cls, n: int) -> OnlineOutcomes:
+        """A batch of ``n`` comparisons that was not scored (evaluation off, no model)."""
+        return cls("", np.full(n, np.nan), [None] * n)
 
-    def rows(self, ids: dict[ComparisonKey, int]) -> list[tuple[int, str, float, str]]:
-        """(comparison id, model id, margin, state) of the outcomes whose comparison ``ids`` has:
-        the ones stored by this transaction (a re-sent comparison is never scored twice)."""
-        out = []
+    @property
+    def n_scored(self) -> int:
+        return len(self.states) - self.states.count(None)
+
+    def __bool__(self) -> bool:
+        return self.n_scored > 0
+
+    def rows(self, ids: Sequence[int | None]) -> Iterator[tuple[int, str, float, str]]:
+        """(comparison id, model id, margin, state) of the scored comparisons that ``ids`` (by
+        position in the batch) says this transaction stored: a comparison stored before, or
+        the second copy of one sent twice in the batch, keeps no new outcome."""
+        if len(ids) != len(self.states):
+            raise ValueError(f"{len(self.states)} outcomes for a batch of {len(ids)} comparisons")
         model = self.model_id
-        for key, margin, state in zip(self.keys, self.margins.tolist(), self.states):
-            cid = ids.get(key)
-            if cid is not None:
-                out.append((cid, model, margin, state))
-        return out
+        for cid, margin, state in zip(ids, self.margins.tolist(), self.states):
+            if cid is not None and state is not None:
+                yield cid, model, margin, state
+
+
+def match_new_ids(
+    keys: Sequence[Sequence[Any]], new: Iterable[tuple[Any, ...]]
+) -> list[int | None]:
+    """For each batch row (its first four columns are its key), the id of the row this
+    transaction stored for it, given ``(id, user, prompt, chosen, rejected)`` of the new rows;
+    a key sent twice gets its id at its first row."""
+    found = {(u, p, x, y): cid for cid, u, p, x, y in new}
+    return [found.pop((r[0], r[1], r[2], r[3]), None) for r in keys]
 
 
 # -- the history facts, from the comparisons stored before (c: the scored comparison) ----------
@@ -74,29 +94,30 @@ COMPLETE_SQL = (
 
 def new_comparison_ids(
     conn: sqlite3.Connection, rows: Sequence[Sequence[Any]], before: int, added: int
-) -> dict[ComparisonKey, int]:
-    """Ids of the comparisons this transaction inserted (``rows`` in insertion order, keyed by
-    their first four columns), given the largest id before the insert and how many went in.
+) -> list[int | None]:
+    """For each of ``rows`` (in insertion order), the id this transaction stored it under, or
+    None (already stored, or a second copy), given the largest id before the insert and how many
+    went in.
 
     SQLite gives each inserted row the largest id so far plus one, so when every row went in and
     the ids span exactly ``added`` values they are ``before + 1 ...`` in order (checked with one
     index read); otherwise the new rows are read back."""
     if not added:
-        return {}
+        return [None] * len(rows)
     top = conn.execute("SELECT max(id) FROM comparisons").fetchone()[0]
     if added == len(rows) and top == before + added:
-        return {(r[0], r[1], r[2], r[3]): before + 1 + i for i, r in enumerate(rows)}
-    return {
-        (u, p, x, y): cid
-        for cid, u, p, x, y in conn.execute(
+        return list(range(before + 1, before + 1 + added))
+    return match_new_ids(
+        rows,
+        conn.execute(
             "SELECT id, user_id, prompt_hash, chosen_hash, rejected_hash FROM comparisons "
             "WHERE id > ?",
             (before,),
-        )
-    }
+        ),
+    )
 
 
-def insert_outcomes(conn: sqlite3.Connection, rows: Sequence[tuple[int, str, float, str]]) -> None:
+def insert_outcomes(conn: sqlite3.Connection, rows: Iterable[tuple[int, str, float, str]]) -> None:
     """Inside the caller's transaction, after its comparisons (see :meth:`OnlineOutcomes.rows`)."""
     conn.executemany(
         "INSERT OR IGNORE INTO online_eval(comparison_id, model_id, margin, state) VALUES (?,?,?,?)",

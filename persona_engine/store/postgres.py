@@ -34,7 +34,7 @@ from .base import (
     profile_from_row,
     profile_matrix_of,
 )
-from .online import COMPLETE_SQL, OnlineOutcomes, outcome_query
+from .online import COMPLETE_SQL, OnlineOutcomes, match_new_ids, outcome_query
 from .postgres_replicas import ReplicaSharing
 from .postgres_schema import MIGRATIONS, applied_migrations, apply_migrations
 from .vectors import from_blob, to_blob
@@ -315,8 +315,7 @@ class PostgresStore(ReplicaSharing, StoreBase):
             )
             added = cur.rowcount
             if outcomes and added:
-                ids = {(u, p, x, y): cid for cid, u, p, x, y in cur.fetchall()}
-                stored = outcomes.rows(ids)
+                stored = list(outcomes.rows(match_new_ids(rows, cur.fetchall())))
                 if stored:
                     conn.execute(
                         "INSERT INTO online_eval(comparison_id, model_id, margin, state) "

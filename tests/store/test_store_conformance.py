@@ -32,13 +32,14 @@ def put(store, model_id, vectors):
     )
 
 
-def outcomes(comps: list[Comparison], model_id="m-v1", margin=0.5, state="prior"):
-    keys = [
-        (c.user_id, content_hash(c.prompt), content_hash(c.chosen), content_hash(c.rejected))
-        for c in comps
-    ]
-    margins = np.full(len(keys), margin, dtype=np.float64)
-    return OnlineOutcomes(model_id, keys, margins, [state] * len(keys))
+def outcomes(comps: list[Comparison], model_id="m-v1", margin=0.5, state="prior", scored=None):
+    """Outcomes of a batch: every comparison scored, or those at the positions ``scored``."""
+    scored = range(len(comps)) if scored is None else scored
+    margins = np.full(len(comps), np.nan)
+    states: list[str | None] = [None] * len(comps)
+    for i in scored:
+        margins[i], states[i] = margin, state
+    return OnlineOutcomes(model_id, margins, states)
 
 
 def test_blank_store_migrates_and_opening_again_is_a_no_op(store, connect):
@@ -214,10 +215,13 @@ def test_online_outcomes_only_beside_new_comparisons(store):
     assert {"user_id", "n_before", "new_items", "state", "created_at"} <= set(rows[0])
     assert len(store.online_outcomes(model_id="m-v2", user_id="u1", tenant="")) == 1
     assert store.online_outcomes(since="9999") == [] and store.online_outcomes(tenant="x") == []
-    # an outcome for a comparison that is not in the batch is never stored
-    third = comp(chosen="third")
-    store.add_comparisons([third], outcomes=outcomes([comp(chosen="elsewhere")], "m-v3"))
-    assert [r["model_id"] for r in store.online_outcomes()] == ["m-v1", "m-v2"]
+    # a comparison sent twice in one batch keeps one outcome, and one not scored keeps none
+    third, fourth = comp(chosen="third"), comp(chosen="fourth")
+    batch = [third, fourth, third]
+    store.add_comparisons(batch, outcomes=outcomes(batch, "m-v3", scored=[0, 2]))
+    assert [r["model_id"] for r in store.online_outcomes()] == ["m-v1", "m-v2", "m-v3"]
+    with pytest.raises(ValueError, match="2 outcomes for a batch of 1"):
+        store.add_comparisons([comp(chosen="fifth")], outcomes=outcomes([first, second]))
 
 
 def test_outcome_history_facts_follow_the_order_comparisons_were_stored(store):
@@ -229,7 +233,7 @@ def test_outcome_history_facts_follow_the_order_comparisons_were_stored(store):
     other = comp(user="u2", chosen="b1", rejected="a2")  # u2 never saw them: new, 0 before
     tie = Comparison(user_id="u1", prompt="q", chosen="t1", rejected="t2", tie=True)
     store.add_comparisons([a, b], outcomes=outcomes([a, b]))
-    store.add_comparisons([tie, c, other], outcomes=outcomes([c, other]))
+    store.add_comparisons([tie, c, other], outcomes=outcomes([tie, c, other], scored=[1, 2]))
     d = comp(chosen="t1", rejected="d2")  # t1 was in the tie: not new; 4 before (the tie counts)
     store.add_comparisons([d], outcomes=outcomes([d]))
     want = [(0, 1), (1, 1), (3, 0), (0, 1), (4, 0)]
