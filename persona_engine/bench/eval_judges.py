@@ -15,7 +15,7 @@ Each evaluation judge is a well-kept library or a plain count, independent of th
 
 Fluency (perplexity under the base LM) and relevance (MiniLM cosine of prompt and answer) need
 models; :func:`relevance` takes an encoder and :func:`perplexity` an LM, so that the caller loads
-them once.
+them once. :class:`EvaluationJudges` holds both and measures a batch of answers with every judge.
 """
 
 from __future__ import annotations
@@ -122,3 +122,63 @@ def judge_answer(text: str, sentiment: SentimentJudge, *, min_words: int = 60) -
         "sentiment": sentiment(text),
         "readability": readability(text, min_words=min_words),
     }
+
+
+#: what :meth:`EvaluationJudges.measure` returns per answer (``logprob``: the mean token
+#: log-probability of the answer under the base LM and the neutral prompt; perplexity is its
+#: ``exp(-x)``)
+MEASURES = (
+    "readability_grade",
+    "sentiment",
+    "content_words",
+    "distinct_facts",
+    "words",
+    "relevance",
+    "logprob",
+)
+
+
+class EvaluationJudges:
+    """Every evaluation judge, loaded once: the model-free ones (:func:`judge_answer`), relevance
+    under ``encoder`` (an object with ``embed(texts)``, e.g. persona_engine's ``minilm``) and fluency
+    under the base ``lm`` prompted with ``neutral_prompt`` over the first ``max_tokens`` tokens."""
+
+    def __init__(
+        self,
+        lm: Any,
+        neutral_prompt: str,
+        encoder: Any,
+        *,
+        max_tokens: int,
+        min_words: int = 60,
+    ) -> None:
+        self.lm, self.neutral_prompt, self.encoder = lm, neutral_prompt, encoder
+        self.max_tokens, self.min_words = max_tokens, min_words
+        self.sentiment = SentimentJudge()
+
+    def measure(self, prompts: Sequence[str], answers: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{measure: (n,)}`` for the ``n`` answers (NaN where a judge has no value: readability
+        of a short answer, fluency of an empty one)."""
+        from persona_engine_drift.rewards import score_answers
+
+        if len(prompts) != len(answers):
+            raise ValueError("one answer per prompt")
+        n = len(answers)
+        out = {m: np.full(n, np.nan) for m in MEASURES}
+        if not n:
+            return out
+        for i, text in enumerate(answers):
+            judged = judge_answer(text, self.sentiment, min_words=self.min_words)
+            grade = judged["readability"]
+            out["readability_grade"][i] = math.nan if grade is None else grade["readability_grade"]
+            for m in ("sentiment", "content_words", "distinct_facts", "words"):
+                out[m][i] = float(judged[m])
+        filled = [t if t.strip() else "." for t in answers]
+        out["relevance"] = relevance(self.encoder.embed, prompts, filled)
+        lp, _, _ = score_answers(
+            self.lm, [self.neutral_prompt], prompts, filled, max_tokens=self.max_tokens
+        )
+        out["logprob"] = np.where(
+            [bool(t.strip()) for t in answers], lp[0].astype(np.float64), np.nan
+        )
+        return out

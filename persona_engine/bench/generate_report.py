@@ -1,4 +1,15 @@
-"""Markdown tables of a ``persona bench generate`` result (printed by the CLI, pasted in BENCHMARKS.md)."""
+"""Figures and markdown tables of a ``persona bench generate`` result, computed from its JSON alone
+(``scores``: every answer's evaluation-judge measures per seed, method and user), so the tables
+of BENCHMARKS.md can be regenerated from a saved result (``persona bench generate --report``).
+
+A user's *target score* of an answer is the mean over the user's evaluation targets of
+``direction * value / sd``, where ``sd`` is the standard deviation of that judge over the plain
+answers: higher is more of what the user prefers, in plain-answer SDs, comparable across users
+(NaN when a target has no value, e.g. readability of an answer under ``min_words``). Paired
+differences (a method minus a baseline on the same prompts) and their 95% intervals come from
+:func:`persona_engine.bench.metrics.paired_difference`, with prompts in the place of users: a
+two-stage bootstrap over seeds and, within each, over the prompts both methods have a value on.
+"""
 
 from __future__ import annotations
 
@@ -7,183 +18,190 @@ from typing import Any
 
 import numpy as np
 
-from .generate_judges import JUDGES
+from .generate_methods import split_key
+from .metrics import UserCounts, paired_difference
 
-METHODS = ["plain", "prompt", "drift", "pad"]
+OPERATING = ("pad", "drift")
 
 
-def summarise_results(
-    cfg: Any,
-    prompts: list[str],
-    texts: dict,
-    plain: dict,
-    measured: dict,
-    users: dict,
-    pad_metrics: dict,
-    judge: Any,
-) -> dict[str, Any]:
-    sd = {j: float(np.nanstd(plain["scores"][j])) or 1.0 for j in JUDGES}
-
-    def summary(meas: dict[str, Any]) -> dict[str, Any]:
-        out = {j: round(float(np.nanmean(meas["scores"][j])), 3) for j in JUDGES}
-        out["perplexity"] = round(float(math.exp(-np.mean(meas["logprob"]))), 2)
-        return out
-
-    base = summary(plain)
-    per_user: dict[str, Any] = {}
-    for u in cfg.users:
-        spec = users[u]
-        j, d = spec["judge"], spec["direction"]
-        rows = {m: summary(measured[m][u]) for m in METHODS[1:]}
-        checks = {}
-        for m in ("prompt", "drift", "pad"):
-            target = measured[m][u]["scores"][j]
-            wins = (
-                float(np.mean(d * (target - measured["prompt"][u]["scores"][j]) > 0))
-                if m != "prompt"
-                else None
-            )
-            off = {k: round(abs(rows[m][k] - base[k]) / sd[k], 2) for k in JUDGES if k != j}
-            checks[m] = {
-                "target_vs_plain": round(d * (rows[m][j] - base[j]), 3),
-                "target_vs_prompt": round(d * (rows[m][j] - rows["prompt"][j]), 3)
-                if m != "prompt"
-                else None,
-                "prompt_wins_share": None if wins is None else round(wins, 2),
-                "moves_toward_vs_plain": bool(d * (rows[m][j] - base[j]) > 0),
-                "beats_prompt": None
-                if m == "prompt"
-                else bool(d * (rows[m][j] - rows["prompt"][j]) > 0),
-                "off_target_sd": off,
-                "off_target_ok": all(v <= cfg.off_target_tolerance for v in off.values()),
-                "perplexity_vs_prompt": round(
-                    rows[m]["perplexity"] / rows["prompt"]["perplexity"], 2
-                ),
-                "fluency_ok": rows[m]["perplexity"]
-                <= cfg.fluency_bound * rows["prompt"]["perplexity"],
-            }
-        per_user[u] = {
-            "target": j,
-            "direction": d,
-            "means": rows,
-            "checks": checks,
-            **{k: v for k, v in users[u].items() if k not in ("judge", "direction", "opposite")},
-        }
-    opposites = []
-    for u in cfg.users:
-        v = users[u]["opposite"]
-        if v in cfg.users and u < v:
-            j, d = users[u]["judge"], users[u]["direction"]
-            gap = {
-                m: round(d * (per_user[u]["means"][m][j] - per_user[v]["means"][m][j]), 3)
-                for m in ("prompt", "drift", "pad")
-            }
-            opposites.append(
-                {
-                    "users": [u, v],
-                    "judge": j,
-                    "gap": gap,
-                    "apart": {m: g > 0 for m, g in gap.items()},
-                }
-            )
-    verdict = {
-        m: {
-            "moves_toward_vs_plain": sum(
-                per_user[u]["checks"][m]["moves_toward_vs_plain"] for u in cfg.users
-            ),
-            "beats_prompt": sum(bool(per_user[u]["checks"][m]["beats_prompt"]) for u in cfg.users),
-            "off_target_ok": sum(per_user[u]["checks"][m]["off_target_ok"] for u in cfg.users),
-            "fluency_ok": sum(per_user[u]["checks"][m]["fluency_ok"] for u in cfg.users),
-            "opposites_apart": sum(o["apart"][m] for o in opposites),
-            "users": len(cfg.users),
-            "opposite_pairs": len(opposites),
-        }
-        for m in ("drift", "pad", "prompt")
-    }
-    samples = {
-        "prompt": prompts[0],
-        "plain": texts["plain"]["*"][0][:300],
-        **{f"{m}/{u}": texts[m][u][0][:300] for m in METHODS[1:] for u in cfg.users},
-    }
+def _arrays(result: dict[str, Any], seed: str, method: str, user: str) -> dict[str, np.ndarray]:
+    per = result["scores"][seed][method]
+    row = per[user] if user in per else per["*"]
     return {
-        "judges": {
-            "plain_sd": {k: round(v, 3) for k, v in sd.items()},
-            "friendliness_loo_accuracy": round(judge.loo_accuracy, 3),
-        },
-        "plain": base,
-        "users": per_user,
-        "opposites": opposites,
-        "verdict": verdict,
-        "pad_head": pad_metrics,
-        "samples": samples,
+        k: np.array([np.nan if v is None else v for v in vals], float) for k, vals in row.items()
     }
 
 
-def markdown_report(result: dict[str, Any]) -> str:
-    """The tables of a run (what the CLI prints and BENCHMARKS.md shows)."""
-    cfg = result["config"]
-    lines = [
-        "| user (target, preferred) | plain | prompt-only | drift | pad | drift vs prompt | pad vs prompt | off-target ok (drift/pad) | ppl / prompt-only ppl (drift/pad) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for u, r in result["users"].items():
-        j, means, ch = r["target"], r["means"], r["checks"]
-        arrow = "higher" if r["direction"] > 0 else "lower"
-        lines.append(
-            f"| {u} ({j}, {arrow}) | {result['plain'][j]:.2f} | {means['prompt'][j]:.2f} | {means['drift'][j]:.2f} | {means['pad'][j]:.2f} "
-            f"| {ch['drift']['target_vs_prompt']:+.2f} ({ch['drift']['prompt_wins_share']:.0%} of prompts) "
-            f"| {ch['pad']['target_vs_prompt']:+.2f} ({ch['pad']['prompt_wins_share']:.0%}) "
-            f"| {'yes' if ch['drift']['off_target_ok'] else 'no'} / {'yes' if ch['pad']['off_target_ok'] else 'no'} "
-            f"| {ch['drift']['perplexity_vs_prompt']:.2f} / {ch['pad']['perplexity_vs_prompt']:.2f} |"
-        )
-    lines += [
-        "",
-        "| opposite users | judge | gap prompt-only | gap drift | gap pad |",
-        "|---|---|---|---|---|",
-    ]
-    for o in result["opposites"]:
-        g = o["gap"]
-        lines.append(
-            f"| {o['users'][0]} vs {o['users'][1]} | {o['judge']} | {g['prompt']:+.2f} | {g['drift']:+.2f} | {g['pad']:+.2f} |"
-        )
-    lines += [
-        "",
-        "| method | moves toward (vs plain) | beats prompt-only | off-target within tolerance | fluency within bound | opposites apart |",
-        "|---|---|---|---|---|---|",
-    ]
-    for m, v in result["verdict"].items():
-        n, k = v["users"], v["opposite_pairs"]
-        beats = "-" if m == "prompt" else f"{v['beats_prompt']}/{n}"
-        lines.append(
-            f"| {m} | {v['moves_toward_vs_plain']}/{n} | {beats} | {v['off_target_ok']}/{n} | {v['fluency_ok']}/{n} | {v['opposites_apart']}/{k} |"
-        )
-    lat = result["latency"]
-    lines += [
-        "",
-        "| decoding (batch 1) | ms / token (decode steps) | ms / token (with prefill) | overhead vs plain |",
-        "|---|---|---|---|",
-    ]
-    for m in ("plain", "drift", "drift_1", "pad"):
-        over = "1.00x" if m == "plain" else f"{lat[m]['overhead_vs_plain']:.2f}x"
-        extra = f" ({lat[m]['rows_per_step']} rows per step)" if m.startswith("drift") else ""
-        lines.append(
-            f"| {m}{extra} | {lat[m]['decode_ms_per_token']:.1f} | {lat[m]['ms_per_token']:.1f} | {over} |"
-        )
-    lines += [
-        "",
-        "| user | drift weights fitted from comparisons (top 3) | train accuracy | profile attribute's rank (of 8, sign-aware) | PAD channel explained (val) |",
-        "|---|---|---|---|---|",
-    ]
-    for u, r in result["users"].items():
-        top = sorted(r["drift_weights"].items(), key=lambda kv: -abs(kv[1]))[:3]
-        attr = next(iter(r["profile"]))
-        lines.append(
-            f"| {u} | {', '.join(f'{k} {v:+.2f}' for k, v in top)} | {r['drift_train_accuracy']:.2f} | {r['drift_profile_rank']} "
-            f"| {result['pad_head'][attr].get('val_explained', float('nan')):.2f} |"
-        )
-    lines += [
-        "",
-        f"Tolerances: off-target shift <= {cfg['off_target_tolerance']} SD of the plain outputs; perplexity <= {cfg['fluency_bound']}x prompt-only's. "
-        f"Friendliness judge leave-one-out accuracy {result['judges']['friendliness_loo_accuracy']:.2f}. Run time {result['seconds']['total']:.0f} s wall, {result['seconds']['process_cpu']:.0f} s CPU (pool cached: {result['setup']['pool_cached']}).",
-    ]
-    return "\n".join(lines)
+def plain_sd(result: dict[str, Any]) -> dict[str, float]:
+    """Each evaluation judge's SD over the plain answers (1 where it has none)."""
+    first = next(iter(result["scores"]))
+    out = {}
+    for k, v in _arrays(result, first, "plain", "*").items():
+        sd = float(np.nanstd(v)) if np.isfinite(v).sum() > 1 else 0.0
+        out[k] = sd if sd > 0 else 1.0
+    return out
+
+
+def target_score(arrs: dict[str, np.ndarray], targets: list, sd: dict[str, float]) -> np.ndarray:
+    parts = [direction * arrs[judge] / sd[judge] for judge, direction in targets]
+    return np.mean(parts, axis=0)
+
+
+def paired_over_prompts(a: list[np.ndarray], b: list[np.ndarray]) -> dict[str, Any] | None:
+    """Mean over seeds of the mean over prompts of ``a - b`` (one array per seed), with its
+    paired 95% interval (prompts where either is NaN are left out)."""
+    left, right = [], []
+    for x, y in zip(a, b):
+        keep = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+        ids = [str(i) for i in keep]
+        ones = np.ones(len(keep))
+        left.append(UserCounts(ids, x[keep], ones))
+        right.append(UserCounts(ids, y[keep], ones))
+    out = paired_difference(left, right)
+    if out is None or out["diff"] is None:
+        return None
+    return {
+        "diff": round(out["diff"], 4),
+        "ci95": None if out["ci95"] is None else [round(c, 4) for c in out["ci95"]],
+        "per_seed": [None if d is None else round(d, 4) for d in out["per_seed"]],
+        "prompts": [len(c.users) for c in left],
+    }
+
+
+def _nanmean(v: np.ndarray) -> float:
+    """The mean of the finite values (NaN, without a warning, when there are none)."""
+    finite = v[np.isfinite(v)]
+    return float(finite.mean()) if len(finite) else math.nan
+
+
+def _perplexity(logprobs: list[np.ndarray]) -> float:
+    return float(math.exp(-np.mean([_nanmean(lp) for lp in logprobs])))
+
+
+def _mean(values: list[np.ndarray]) -> float:
+    return float(np.mean([_nanmean(v) for v in values]))
+
+
+def _matched_guidance(ppl: dict[str, float], target: float) -> str:
+    """The guidance setting (prompt-only included) whose perplexity is nearest ``target``'s."""
+    keys = [k for k in ppl if k == "prompt" or k.startswith("guidance@")]
+    return min(keys, key=lambda k: abs(math.log(ppl[k]) - math.log(target)))
+
+
+def summarise_results(result: dict[str, Any]) -> dict[str, Any]:
+    """Per user and method: target score, gain over plain, perplexity, relevance, the paired
+    differences against prompt-only and against guidance at matched fluency; the mean over
+    users; the checks at the operating points; a verdict per method."""
+    cfg, seeds = result["config"], list(result["scores"])
+    users = cfg["users"]
+    methods = list(result["scores"][seeds[0]])
+    sd = plain_sd(result)
+    operating = {"pad": f"pad@{cfg['rm_weight']:g}", "drift": f"drift@{cfg['beta']:g}"}
+    per_user: dict[str, Any] = {}
+    targets: dict[str, dict[str, list[np.ndarray]]] = {}
+    for u in users:
+        spec = result["users"][u]
+        arrs = {m: [_arrays(result, s, m, u) for s in seeds] for m in methods}
+        t = {m: [target_score(a, spec["eval_targets"], sd) for a in arrs[m]] for m in methods}
+        targets[u] = t
+        rows: dict[str, Any] = {}
+        for m in methods:
+            rows[m] = {
+                "target_score": round(_mean(t[m]), 4),
+                "judges": {
+                    j: round(_mean([a[j] for a in arrs[m]]), 3) for j, _ in spec["eval_targets"]
+                },
+                "perplexity": round(_perplexity([a["logprob"] for a in arrs[m]]), 3),
+                "relevance": round(_mean([a["relevance"] for a in arrs[m]]), 4),
+                "gain_vs_plain": paired_over_prompts(t[m], t["plain"]),
+            }
+            if m not in ("plain", "prompt"):
+                rows[m]["vs_prompt"] = paired_over_prompts(t[m], t["prompt"])
+        ppl = {m: r["perplexity"] for m, r in rows.items()}
+        for m in methods:
+            if split_key(m)[0] in OPERATING:
+                g = _matched_guidance(ppl, ppl[m])
+                rows[m]["matched_guidance"] = g
+                rows[m]["vs_guidance_matched"] = paired_over_prompts(t[m], t[g])
+                if m in operating.values():
+                    rows[m]["vs_guidance"] = {
+                        k: paired_over_prompts(t[m], t[k])
+                        for k in methods
+                        if k == "prompt" or k.startswith("guidance@")
+                    }
+        plain = rows["plain"]
+        checks = {}
+        for fam, m in operating.items():
+            if m in rows:
+                checks[fam] = {
+                    "relevance_vs_plain": round(rows[m]["relevance"] / plain["relevance"], 3),
+                    "perplexity_vs_plain": round(rows[m]["perplexity"] / plain["perplexity"], 3),
+                    "relevance_ok": rows[m]["relevance"]
+                    >= (1 - cfg["relevance_tolerance"]) * plain["relevance"],
+                    "fluency_ok": rows[m]["perplexity"]
+                    <= cfg["fluency_bound"] * plain["perplexity"],
+                }
+        per_user[u] = {"methods": rows, "checks": checks}
+
+    def mean_over_users(m: str, ref_of: Any) -> dict[str, Any] | None:
+        """Per seed and prompt, the mean over users of ``m - ref``, against zero."""
+        diffs = []
+        for i in range(len(seeds)):
+            stacked = np.array([targets[u][m][i] - targets[u][ref_of(u)][i] for u in users])
+            with np.errstate(all="ignore"):
+                diffs.append(np.nanmean(stacked, axis=0) if len(users) > 1 else stacked[0])
+        return paired_over_prompts(diffs, [np.zeros_like(d) for d in diffs])
+
+    mean: dict[str, Any] = {}
+    for m in methods:
+        mean[m] = {
+            "target_score": round(
+                float(np.mean([per_user[u]["methods"][m]["target_score"] for u in users])), 4
+            ),
+            "perplexity": round(
+                float(np.mean([per_user[u]["methods"][m]["perplexity"] for u in users])), 3
+            ),
+            "relevance": round(
+                float(np.mean([per_user[u]["methods"][m]["relevance"] for u in users])), 4
+            ),
+            "gain_vs_plain": mean_over_users(m, lambda u: "plain"),
+        }
+        if m not in ("plain", "prompt"):
+            mean[m]["vs_prompt"] = mean_over_users(m, lambda u: "prompt")
+        if split_key(m)[0] in OPERATING:
+            mean[m]["vs_guidance_matched"] = mean_over_users(
+                m, lambda u, m=m: per_user[u]["methods"][m]["matched_guidance"]
+            )
+
+    def excludes_zero_above(d: dict[str, Any] | None) -> bool:
+        return bool(d and d["ci95"] and d["ci95"][0] > 0)
+
+    def excludes_zero_below(d: dict[str, Any] | None) -> bool:
+        return bool(d and d["ci95"] and d["ci95"][1] < 0)
+
+    verdict = {}
+    for fam, m in operating.items():
+        if m not in methods:
+            continue
+        picked = [per_user[u] for u in users]
+        verdict[fam] = {
+            "operating_point": m,
+            "users": len(users),
+            "beats_guidance_matched": sum(
+                excludes_zero_above(r["methods"][m]["vs_guidance_matched"]) for r in picked
+            ),
+            "below_guidance_matched": sum(
+                excludes_zero_below(r["methods"][m]["vs_guidance_matched"]) for r in picked
+            ),
+            "beats_prompt": sum(excludes_zero_above(r["methods"][m]["vs_prompt"]) for r in picked),
+            "below_prompt": sum(excludes_zero_below(r["methods"][m]["vs_prompt"]) for r in picked),
+            "relevance_ok": sum(r["checks"][fam]["relevance_ok"] for r in picked),
+            "fluency_ok": sum(r["checks"][fam]["fluency_ok"] for r in picked),
+        }
+    return {
+        "plain_sd": {k: round(v, 4) for k, v in sd.items()},
+        "users": per_user,
+        "mean": mean,
+        "verdict": verdict,
+        "operating": operating,
+    }

@@ -173,6 +173,7 @@ def add_commands(cli: Any) -> None:
         from persona_engine.errors import InvalidInputError
         from persona_engine.lm import load_lm, resolve_lm_device
 
+        from .pairs import collect_pairs
         from .trainer import PadTrainConfig, default_head_dir, save_head, train_reward_head
 
         if objective == "dpo" and not (pairs_file or from_store):
@@ -200,35 +201,29 @@ def add_commands(cli: Any) -> None:
         )
         model = load_lm(lm, device=device, dtype=dtype)
         vocab = load_vocabulary(list(attributes))
-        pairs: list[Any] = []
-        sources: dict[str, Any] = {}
-        if pairs_file:
-            from .pairs import read_pairs
-
-            pairs += read_pairs(pairs_file, vocab)
-            sources["file"] = {"path": pairs_file, "pairs": len(pairs)}
+        engine: Any = None
+        fit: Any = None
         if from_store:
             from persona_engine.cli.common import get_engine
-
-            from .pairs import store_pairs
 
             engine = get_engine()
             drift_config = {"lm": lm, "attributes": list(attributes), "device": device}
 
-            def fit(user: str) -> dict[str, float]:
+            def fit_user(user: str) -> dict[str, float]:
                 from persona_engine_drift.generator import DriftGenerator
 
                 drift = DriftGenerator({**drift_config, "dtype": model_dtype(model)})
                 return drift.fit_weights(engine, user)[0]
 
-            stored, sources["users"] = store_pairs(
-                engine.store,
-                vocab,
-                users=users,
-                given=parse_user_preferences(user_preferences),
-                fit=fit,
-            )
-            pairs += stored
+            fit = fit_user
+        pairs, sources = collect_pairs(
+            vocab,
+            pairs_file=pairs_file,
+            store=engine.store if engine is not None else None,
+            users=users,
+            given=parse_user_preferences(user_preferences),
+            fit=fit,
+        )
         head, meta = train_reward_head(model, vocab, cfg, pairs=pairs, progress=True)
         if sources:
             meta["sources"] = sources

@@ -97,8 +97,16 @@ def sequence_rewards(
     w = weights[:, channels]
 
     def chunk_rewards(hidden: Any, tokens: Any, who: Any) -> Any:
-        phi = head.vocab_rewards(hidden, out_weight, tokens, channels)  # (n, K')
-        return (phi * w[who]).sum(-1)
+        # each channel over only the tokens whose response weights it: a pair labelled with one
+        # attribute costs one channel's (n, V) logits, not one per attribute in the batch
+        wj = w[who]  # (n, K')
+        reward = torch.zeros(len(who), device=hidden.device)
+        for c, j in enumerate(channels):
+            sel = torch.nonzero(wj[:, c]).flatten()
+            if len(sel):
+                phi = head.vocab_rewards(hidden[sel], out_weight, tokens[sel], [j])[:, 0]
+                reward = reward.index_add(0, sel, phi * wj[sel, c])
+        return reward
 
     for i in range(0, len(rows), TOKEN_CHUNK):
         r, who = rows[i : i + TOKEN_CHUNK], owner[i : i + TOKEN_CHUNK]

@@ -113,3 +113,26 @@ def store_pairs(
     if not pairs:
         raise InvalidInputError("the store holds no labelled text comparisons to train on")
     return pairs, info
+
+
+def collect_pairs(
+    vocab: Any,
+    *,
+    pairs_file: str | Path | None = None,
+    store: Any = None,
+    users: Sequence[str] = (),
+    given: Mapping[str, Any] | None = None,
+    fit: Callable[[str], dict[str, float]] | None = None,
+) -> tuple[list[PreferencePair], dict[str, Any]]:
+    """The training pairs of ``persona pad-train``'s dpo objective: those of ``pairs_file``, then
+    the stored comparisons of ``store`` (:func:`store_pairs`); returns them and where they came
+    from. ``persona bench generate`` trains its PAD heads through this same function."""
+    pairs: list[PreferencePair] = []
+    sources: dict[str, Any] = {}
+    if pairs_file:
+        pairs += read_pairs(pairs_file, vocab)
+        sources["file"] = {"path": str(pairs_file), "pairs": len(pairs)}
+    if store is not None:
+        stored, sources["users"] = store_pairs(store, vocab, users=users, given=given, fit=fit)
+        pairs += stored
+    return pairs, sources
