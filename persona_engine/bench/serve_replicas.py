@@ -105,6 +105,7 @@ def _merge(stats: list[KindStats]) -> KindStats:
         out.requests += s.requests
         out.ok += s.ok
         out.latencies_ms += s.latencies_ms
+        out.server_ms += s.server_ms
         for k, v in s.errors.items():
             out.errors[k] = out.errors.get(k, 0) + v
     return out

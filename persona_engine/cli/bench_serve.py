@@ -89,12 +89,7 @@ def bench_serve(
     result = run_serve_bench(cfg, home=home, fault=not no_fault)
     load = result["load"]
     click.echo(f"load run: {writers} writers + {readers} readers on 127.0.0.1, {load['wall_s']} s")
-    click.echo(f"{'kind':<8}{'requests':>10}{'ok':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
-    for kind in ("record", "score"):
-        k = load[kind]
-        click.echo(
-            f"{kind:<8}{k['requests']:>10}{k['ok']:>8}{k['requests_per_s']:>9}{k['p50_ms']:>9}{k['p99_ms']:>9}"
-        )
+    _latency_table(load)
     if load.get("server_cpu_ms_per_request") is not None:
         click.echo(
             f"server CPU {load['server_cpu_s']} s: {load['server_cpu_ms_per_request']} ms per request "
@@ -129,12 +124,7 @@ def _replicas(cfg: Any, database: str | None, replicas: int, fault: bool, out: P
         f"load run: {replicas} replicas on PostgreSQL, {cfg.writers} writers + {cfg.readers} "
         f"readers spread over them, {load['wall_s']} s"
     )
-    click.echo(f"{'kind':<8}{'requests':>10}{'ok':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
-    for kind in ("record", "score"):
-        k = load[kind]
-        click.echo(
-            f"{kind:<8}{k['requests']:>10}{k['ok']:>8}{k['requests_per_s']:>9}{k['p50_ms']:>9}{k['p99_ms']:>9}"
-        )
+    _latency_table(load)
     click.echo(
         f"acknowledged writes {load['writes_acknowledged']}, found {load['acknowledged_found']}, "
         f"stored twice {load['stored_twice']}, lost {load['lost']}, integrity {load['integrity_check']}"
@@ -154,3 +144,17 @@ def _replicas(cfg: Any, database: str | None, replicas: int, fault: bool, out: P
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
         click.echo(f"wrote {out}")
+
+
+def _latency_table(load: dict[str, Any]) -> None:
+    """Per kind: requests, req/s, p50/p99 as the client saw them and inside the server."""
+    click.echo(
+        f"{'kind':<8}{'requests':>10}{'ok':>8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'server p50':>12}{'server p99':>12}"
+    )
+    for kind in ("record", "score"):
+        k = load[kind]
+        click.echo(
+            f"{kind:<8}{k['requests']:>10}{k['ok']:>8}{k['requests_per_s']:>9}{k['p50_ms']:>9}"
+            f"{k['p99_ms']:>9}{k['server_p50_ms']:>12}{k['server_p99_ms']:>12}"
+        )

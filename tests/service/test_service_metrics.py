@@ -25,7 +25,7 @@ def test_recorded_comparisons_are_scored_for_their_tenant_only(trained_api):
     )
     shop = api.call("POST", "/v1/comparisons/batch", tenant="shop", json={"comparisons": new[3:]})
     assert shop.status_code == 201
-    # resent: stored once, scored once
+    # resent: stored once, one outcome
     api.call("POST", "/v1/comparisons/batch", json={"comparisons": new[:3]})
 
     mine = api.call("GET", "/v1/metrics/online").json()
@@ -70,3 +70,19 @@ def test_prometheus_metrics_follow_requests_and_online_outcomes(trained_api):
     assert got[("persona_writes_completed_total", ())] >= 1
     assert ("persona_training_jobs", (("state", "running"),)) in got
     assert got[("persona_online_eval_errors_total", ())] == 0
+
+
+def test_every_response_tells_the_servers_own_time(trained_api):
+    """Server-Timing: what persona bench serve sets beside the client's figure."""
+    from persona_engine.bench.serve import server_time_ms
+
+    api = trained_api
+    for resp in (
+        api.call("GET", "/v1/users/nobody"),  # an error answer too
+        api.call("POST", "/v1/score", json={"user_id": "x", "prompt": "q", "candidates": ["a"]}),
+        api.client.get("/health"),
+    ):
+        took = server_time_ms(resp.headers)
+        assert took is not None and 0 < took < 60_000, resp.headers
+    assert server_time_ms({"server-timing": "db;dur=3, app;dur=1.5"}) == 1.5
+    assert server_time_ms({}) is None
