@@ -23,7 +23,7 @@ from .encoders.cache import candidate_features, comparison_arrays, encode_cached
 from .engine_profiles import UserProfilesMixin
 from .errors import InvalidInputError, NoModelError, UnknownUserError
 from .ingest import IngestReport, ingest_jsonl
-from .model_files import local_model_dir
+from .model_files import keep_adapter, local_model_dir, stored_adapter
 from .online import OnlineEvaluator, online_report
 from .paths import user_dir
 from .plugins import PluginManager, get_plugin_manager
@@ -324,6 +324,7 @@ class Engine(UserProfilesMixin):
                 if isinstance(v, (int, float, str, type(None)))
             },
         )
+        keep_adapter(self.store, path, getattr(encoder.config, "adapter", None))
         record = self.store.add_model(record, activate=False, files=path)
         if model.vector_dim or counts is not None:
             now = utcnow()
@@ -407,9 +408,17 @@ class Engine(UserProfilesMixin):
             return self._models[rec.id]
 
     def model_encoder(self, rec: ModelRecord) -> Encoder:
-        """The encoder a model was trained with (rebuilt from the registry)."""
+        """The encoder a model was trained with (rebuilt from the registry; a LoRA adapter from
+        the training machine's folder, else from the copy the store keeps with the version)."""
         name = rec.data.get("encoder_name", self.encoder_name)
-        enc = self.encoder(name, rec.data.get("encoder_config", {}))
+        config = dict(rec.data.get("encoder_config", {}))
+        adapter = config.get("adapter")
+        if adapter and not Path(adapter).expanduser().is_dir():
+            # trained by another replica (or machine): the copy stored with the version
+            local = stored_adapter(self.store, rec, self.home)
+            if local is not None:
+                config["adapter"] = str(local)
+        enc = self.encoder(name, config)
         if enc.id != rec.encoder:
             raise NoModelError(
                 f"model {rec.id} was trained with encoder {rec.encoder}, which is not available (have {enc.id})"

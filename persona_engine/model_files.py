@@ -4,7 +4,9 @@ On SQLite the files stay where training saved them (the record's ``path``). On P
 store keeps them too (:meth:`~persona_engine.store.StoreBase.put_model_files`), so any replica
 can load any version: a process writes the stored files into its user directory, under
 ``models/.store/<model id>-<digest>``, the first time it loads the version (the digest changes
-when the files are rewritten, e.g. after a user's deletion, and the old copy is removed).
+when the files are rewritten, e.g. after a user's deletion, and the old copy is removed). A
+version fitted on LoRA-adapted features keeps its adapter there too (sub-folder ``adapter``), so
+a replica that did not train it loads the same adapted encoder.
 """
 
 from __future__ import annotations
@@ -17,6 +19,24 @@ from pathlib import Path
 from .backends.base import RewardBackend
 from .schemas import ModelRecord
 from .store import StoreBase
+
+#: the sub-folder of a version's stored files that holds its encoder's LoRA adapter
+ADAPTER = "adapter"
+
+
+def keep_adapter(store: StoreBase, model_dir: Path, adapter: str | None) -> None:
+    """Where the store keeps model files, copy the encoder's adapter folder into the version's
+    files (``model_dir/adapter``) before they are stored."""
+    if store.keeps_model_files and adapter:
+        shutil.copytree(Path(adapter).expanduser(), Path(model_dir) / ADAPTER, dirs_exist_ok=True)
+
+
+def stored_adapter(store: StoreBase, rec: ModelRecord, home: Path) -> Path | None:
+    """This machine's copy of the adapter stored with ``rec`` (None where there is none)."""
+    if not store.keeps_model_files:
+        return None
+    folder = local_model_dir(store, rec, home) / ADAPTER
+    return folder if folder.is_dir() else None
 
 
 def _cache(home: Path) -> Path:
@@ -55,6 +75,9 @@ def resave_model(store: StoreBase, rec: ModelRecord, backend: RewardBackend, hom
     if Path(rec.path).exists():  # this machine trained it: its copy changes too
         backend.save(rec.path)
     _cache(home).mkdir(parents=True, exist_ok=True)
+    adapter = stored_adapter(store, rec, home)
     with tempfile.TemporaryDirectory(prefix=".resave-", dir=_cache(home)) as tmp:
-        store.put_model_files(rec.id, backend.save(Path(tmp) / "model"))
+        files = backend.save(Path(tmp) / "model")
+        keep_adapter(store, files, None if adapter is None else str(adapter))
+        store.put_model_files(rec.id, files)
     local_model_dir(store, rec, home)

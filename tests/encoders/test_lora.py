@@ -186,3 +186,33 @@ def test_bad_finetune_options_are_clear_errors(causal_dir, tmp_path):
         env={"PERSONA_ENGINE_HOME": str(tmp_path / "home")},
     )
     assert result.exit_code != 0 and "rnk" in result.output
+
+
+def test_a_replica_that_did_not_train_loads_the_adapter_from_postgres(
+    causal_dir, tmp_path, postgres_url
+):
+    """On PostgreSQL the adapter travels with the version's files: another home (another
+    replica) builds the same adapted encoder, also after the trainer's folder is gone and after a
+    deletion rewrote the version's files."""
+    import shutil
+
+    trainer = Engine(
+        tmp_path / "a",
+        database=postgres_url,
+        encoder="hf",
+        encoder_config={"model": str(causal_dir)},
+    )
+    trainer.record(taste_task())
+    rec = trainer.train("lore", {"rank": 2, "training": {"epochs": 5}}, finetune=FAST)
+    prompts, responses = ["what is the best colour", "i like green"], ["red", "it is green"]
+    want = trainer.model_encoder(rec).encode_pairs(prompts, responses)
+    shutil.rmtree(rec.data["encoder_config"]["adapter"])  # not on this machine any more
+
+    replica = Engine(tmp_path / "b", database=postgres_url)
+    enc = replica.model_encoder(replica.model_record(rec.id))
+    assert enc.id == rec.encoder and str(tmp_path / "b") in enc.config.adapter
+    np.testing.assert_allclose(enc.encode_pairs(prompts, responses), want, atol=1e-5)
+
+    trainer.delete_user("u2")  # rewrites the version's stored files
+    late = Engine(tmp_path / "c", database=postgres_url)
+    assert late.model_encoder(late.model_record(rec.id)).id == rec.encoder
