@@ -4,7 +4,8 @@ A model directory holds ``ppd.json`` (the :class:`ModelConfig`, the user-embeddi
 schedule, the image encoder and what training measured), ``adapter.safetensors`` and, for the tiny
 backbone, ``backbone.safetensors`` (the pre-trained UNet and prompt embedding) and
 ``encoder.safetensors`` (the trained ``tiny-image`` encoder). A pipeline-backbone model keeps only
-the adapter and points at the pipeline's directory.
+the adapter and points at the pipeline's directory; whether that pipeline is SD 1.5-style or
+SDXL-style is read from its UNet on loading (``backbone_variant`` in ``ppd.json`` records it).
 """
 
 from __future__ import annotations
@@ -39,12 +40,15 @@ def tiny_scheduler_config(cfg: ModelConfig) -> dict[str, Any]:
 def load_pipeline_backbone(
     path: str, *, device: str = "cpu", dtype: Any = None
 ) -> tuple[Any, dict[str, Any]]:
-    """The UNet, VAE, text encoder and tokenizer of a local diffusers pipeline directory (on
-    ``device``, in ``dtype``, a ``torch.dtype``; None keeps float32), and its scheduler's
-    configuration. Loads with ``local_files_only``: nothing is downloaded."""
+    """The backbone of a local diffusers pipeline directory (on ``device``, in ``dtype``, a
+    ``torch.dtype``; None keeps float32), and its scheduler's configuration. Its kind follows the
+    UNet's config: ``addition_embed_type="text_time"`` is SDXL-style (two text encoders, see
+    :mod:`.sdxl`), none is SD 1.5-style. Loads with ``local_files_only``: nothing is downloaded."""
     DiffusionPipeline = require("diffusers", "images", "PPD image generation").DiffusionPipeline
+    import torch
 
     from .model import PipelineBackbone
+    from .sdxl import SDXLBackbone, is_sdxl_unet
 
     if not path or not Path(path).is_dir():
         raise PersonaEngineError(
@@ -54,20 +58,42 @@ def load_pipeline_backbone(
     # diffusers renamed from_pretrained's torch_dtype to dtype (0.36); casting after loading works
     # with every version the extra allows
     pipe = DiffusionPipeline.from_pretrained(path, local_files_only=True)
-    missing = [
-        c
-        for c in ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
-        if getattr(pipe, c, None) is None
-    ]
+    unet = getattr(pipe, "unet", None)
+    sdxl = unet is not None and is_sdxl_unet(unet)
+    parts = ["unet", "vae", "text_encoder", "tokenizer", "scheduler"]
+    if sdxl:
+        parts += ["text_encoder_2", "tokenizer_2"]
+    missing = [c for c in parts if getattr(pipe, c, None) is None]
     if missing:
+        kind = (
+            "an SDXL-style pipeline (its UNet takes addition_embed_type='text_time') needs both text encoders and tokenizers"
+            if sdxl
+            else "PPD needs a UNet text-to-image pipeline (e.g. Stable Diffusion 1.5 or SDXL)"
+        )
+        raise PersonaEngineError(f"the pipeline at {path} lacks {missing}: {kind}")
+    added = getattr(pipe.unet.config, "addition_embed_type", None)
+    if added is not None and not sdxl:
         raise PersonaEngineError(
-            f"the pipeline at {path} lacks {missing}; PPD needs a UNet text-to-image pipeline (e.g. Stable Diffusion 1.5)"
+            f"the UNet at {path} takes addition_embed_type={added!r}; PPD supports none (SD 1.5-style) and 'text_time' (SDXL-style)"
         )
     vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     size = int(pipe.unet.config.sample_size) * vae_scale
-    backbone = PipelineBackbone(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, size).to(
-        device=device, dtype=dtype
-    )
+    if sdxl:
+        backbone: PipelineBackbone = SDXLBackbone(
+            pipe.unet,
+            pipe.vae,
+            pipe.text_encoder,
+            pipe.tokenizer,
+            pipe.text_encoder_2,
+            pipe.tokenizer_2,
+            size,
+            force_zeros_for_empty_prompt=bool(
+                getattr(pipe.config, "force_zeros_for_empty_prompt", True)
+            ),
+        )
+    else:
+        backbone = PipelineBackbone(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, size)
+    backbone.place(device, dtype if dtype is not None else torch.float32)
     return backbone, dict(pipe.scheduler.config)
 
 
@@ -80,8 +106,9 @@ def build_model(
     dtype: str | None = None,
 ) -> Any:
     """A fresh PPD model: a new tiny backbone (seeded) or a loaded pipeline, plus a zero-initialised
-    adapter, on ``device`` in ``dtype`` (a :data:`.precision.DTYPE_NAMES` name; default ``cfg.dtype``).
-    The tiny backbone and the adapter are initialised in float32 and then cast, so every precision
+    adapter, on ``device``; the backbone in ``dtype`` (a :data:`.precision.DTYPE_NAMES` name;
+    default ``cfg.dtype``), the adapter in float32 whatever it is (master weights, see
+    :mod:`.model`). The tiny backbone is initialised in float32 and then cast, so every precision
     starts from the same weights."""
     import torch
 
@@ -97,7 +124,7 @@ def build_model(
                 cfg.pipeline_path, device=device, dtype=torch_dtype
             )
         adapter = UserAdapter.for_unet(backbone.unet, user_dim, backbone.token_dim, cfg.adapter)
-    return PPDModel(backbone, adapter, sched).to(device=device, dtype=torch_dtype)
+    return PPDModel(backbone, adapter, sched).place(device, torch_dtype)
 
 
 def _atomic_write_dir(path: Path, write: Any) -> Path:
@@ -142,6 +169,7 @@ def save_model(
             "format_version": FORMAT_VERSION,
             "model": {**cfg.model_dump(mode="json"), "encoder_config": encoder_config},
             "user_dim": model.user_dim,
+            "backbone_variant": getattr(model.backbone, "variant", model.backbone.kind),
             "scheduler": model.scheduler_config,
             "metrics": metrics or {},
         }
@@ -169,8 +197,9 @@ def read_model_info(directory: str | Path) -> dict[str, Any]:
 def load_model(
     directory: str | Path, *, device: str = "cpu", dtype: str | None = None
 ) -> tuple[Any, ModelConfig, dict[str, Any]]:
-    """(model, its config, ppd.json) of a saved PPD model directory, on ``device`` in ``dtype`` (a
-    :data:`.precision.DTYPE_NAMES` name; default: the precision the model was built in)."""
+    """(model, its config, ppd.json) of a saved PPD model directory, on ``device``, the backbone in
+    ``dtype`` (a :data:`.precision.DTYPE_NAMES` name; default: the precision the model was built
+    in), the adapter in float32."""
     from safetensors.torch import load_file
 
     from .model import PPDModel, TinyBackbone, UserAdapter
@@ -188,7 +217,7 @@ def load_model(
         backbone.unet, int(meta["user_dim"]), backbone.token_dim, cfg.adapter
     )
     adapter.load_state_dict(load_file(str(path / "adapter.safetensors")))
-    model = PPDModel(backbone, adapter, meta["scheduler"]).to(device=device, dtype=torch_dtype)
+    model = PPDModel(backbone, adapter, meta["scheduler"]).place(device, torch_dtype)
     model.eval()
     model.requires_grad_(False)
     return model, cfg, meta

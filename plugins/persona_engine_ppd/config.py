@@ -84,7 +84,7 @@ class ModelConfig(PluginConfig):
     )
     pipeline_path: str = Field(
         "",
-        description="Local directory of a diffusers text-to-image pipeline (backbone='pipeline'), e.g. Stable Diffusion 1.5.",
+        description="Local directory of a diffusers text-to-image pipeline (backbone='pipeline'): SD 1.5-style (one text encoder) or SDXL-style (two text encoders, a UNet with addition_embed_type='text_time'), told apart by the UNet's config.",
     )
     tiny: TinyUNetConfig = Field(
         default_factory=TinyUNetConfig, description="The tiny backbone (backbone='tiny')."
@@ -107,7 +107,7 @@ class ModelConfig(PluginConfig):
     )
     dtype: DTypeName = Field(
         "float32",
-        description="Precision of the backbone and the adapter when the model is built or trained: float32, float16, bfloat16, or 'auto' (bfloat16 on a CUDA device that supports it, else float32). The DPO loss is computed in float32 whatever this is.",
+        description="Precision of the backbone when the model is built or trained: float32, float16, bfloat16, or 'auto' (bfloat16 on a CUDA device that supports it, else float32). The adapter's weights (and AdamW's state) stay float32 master weights, cast in the forward pass; float16 training scales the loss. The DPO loss is computed in float32 whatever this is.",
     )
 
 

@@ -11,7 +11,13 @@ so the untrained adapter leaves the base model exactly unchanged; only the adapt
 UNet is frozen). A zero user embedding is the *null user* (user-embedding dropout in training),
 which gives classifier-free guidance on the user at sampling time.
 
-nn.Modules only: no file I/O, no hard-coded device. Loading lives in :mod:`.checkpoint`.
+Precision: the backbone runs in the model's ``dtype`` (float32, float16 or bfloat16); the adapter's
+parameters stay float32 whatever it is (the master weights: an update of a bfloat16 weight smaller
+than its resolution, 2^-8 relative, would round to nothing) and are cast to the UNet's precision
+inside each forward pass. :meth:`PPDModel.place` keeps that split.
+
+nn.Modules only: no file I/O, no hard-coded device. Loading lives in :mod:`.checkpoint`; the
+SDXL-style backbone (two text encoders, ``added_cond_kwargs``) in :mod:`.sdxl`.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +36,50 @@ from persona_engine.errors import InvalidInputError
 from persona_engine.extras import require
 
 from .config import AdapterConfig, TinyUNetConfig
+
+
+@dataclass(frozen=True)
+class TextCondition:
+    """The prompt condition of an SDXL-style UNet: the token states it cross-attends to (B, L, C)
+    and its added embeddings (``added_cond_kwargs``: ``text_embeds`` (B, P), the pooled prompt,
+    and ``time_ids`` (B, 6), the size and crop micro-conditioning). Other backbones condition on
+    the token states alone, a plain tensor (see :data:`Text`)."""
+
+    states: torch.Tensor
+    added: dict[str, torch.Tensor]
+
+    def __len__(self) -> int:
+        return int(self.states.shape[0])
+
+    def __getitem__(self, rows: slice) -> TextCondition:
+        return TextCondition(self.states[rows], {k: v[rows] for k, v in self.added.items()})
+
+    def detach(self) -> TextCondition:
+        return TextCondition(self.states.detach(), {k: v.detach() for k, v in self.added.items()})
+
+
+#: What a backbone's ``encode_prompts`` returns and :meth:`PPDModel.predict` takes.
+Text = torch.Tensor | TextCondition
+
+
+def cat_text(parts: Sequence[Text]) -> Text:
+    """Prompt conditions stacked along the batch (``torch.cat`` for both kinds)."""
+    if all(isinstance(p, torch.Tensor) for p in parts):
+        return torch.cat(list(parts))  # type: ignore[arg-type]
+    if not all(isinstance(p, TextCondition) for p in parts):
+        raise TypeError("cannot stack plain prompt states with SDXL prompt conditions")
+    conds: list[TextCondition] = list(parts)  # type: ignore[arg-type]
+    return TextCondition(
+        torch.cat([c.states for c in conds]),
+        {k: torch.cat([c.added[k] for c in conds]) for k in conds[0].added},
+    )
+
+
+def unet_text_inputs(text: Text) -> dict[str, Any]:
+    """The keyword arguments of ``UNet2DConditionModel.forward`` that carry the prompt."""
+    if isinstance(text, TextCondition):
+        return {"encoder_hidden_states": text.states, "added_cond_kwargs": text.added}
+    return {"encoder_hidden_states": text}
 
 
 def build_tiny_unet(cfg: TinyUNetConfig) -> nn.Module:
@@ -109,11 +160,18 @@ class TinyBackbone(nn.Module):
     def latents_to_images(self, latents: torch.Tensor) -> torch.Tensor:
         return latents.clamp(-1.0, 1.0)
 
+    def place(self, device: Any, dtype: torch.dtype) -> None:
+        """Move to ``device`` in ``dtype``."""
+        self.to(device=device, dtype=dtype)
+
 
 class PipelineBackbone(nn.Module):
     """The UNet, VAE and text encoder of a diffusers text-to-image pipeline (e.g. SD 1.5)."""
 
     kind = "pipeline"
+    #: How the UNet takes the prompt: "sd", token states only; "sdxl" (:mod:`.sdxl`) adds
+    #: ``added_cond_kwargs``.
+    variant = "sd"
     # diffusers' UNet2DConditionModel and AutoencoderKL, transformers' CLIPTextModel: their
     # configuration attributes are untyped, so they are Any here (diffusers is an optional extra)
     unet: Any
@@ -164,7 +222,12 @@ class PipelineBackbone(nn.Module):
         return self.vae.encode(images).latent_dist.sample(generator=generator) * self.scaling_factor
 
     def latents_to_images(self, latents: torch.Tensor) -> torch.Tensor:
+        latents = latents.to(next(self.vae.parameters()).dtype)
         return self.vae.decode(latents / self.scaling_factor).sample.clamp(-1.0, 1.0)
+
+    def place(self, device: Any, dtype: torch.dtype) -> None:
+        """Move to ``device`` in ``dtype``."""
+        self.to(device=device, dtype=dtype)
 
 
 class UserProjector(nn.Module):
@@ -238,9 +301,15 @@ class UserAttnProcessor:
         query = query.view(batch, -1, heads, head_dim).transpose(1, 2)
         if attn.norm_q is not None:
             query = attn.norm_q(query)
+        # the adapter's float32 (master) weights and tokens, cast to the UNet's precision here:
+        # the gradient flows back through the cast into float32
         tokens = tokens.to(query.dtype)
-        key = self.branch.to_k(tokens).view(batch, -1, heads, head_dim).transpose(1, 2)
-        value = self.branch.to_v(tokens).view(batch, -1, heads, head_dim).transpose(1, 2)
+        w_k, w_v = (
+            self.branch.to_k.weight.to(query.dtype),
+            self.branch.to_v.weight.to(query.dtype),
+        )
+        key = F.linear(tokens, w_k).view(batch, -1, heads, head_dim).transpose(1, 2)
+        value = F.linear(tokens, w_v).view(batch, -1, heads, head_dim).transpose(1, 2)
         user = F.scaled_dot_product_attention(query, key, value)
         user = user.transpose(1, 2).reshape(batch, -1, heads * head_dim)
         user = F.linear(user, attn.to_out[0].weight)
@@ -381,21 +450,29 @@ class PPDModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.backbone.unet.parameters()).device
 
+    def place(self, device: Any, dtype: torch.dtype) -> PPDModel:
+        """Move to ``device``: the backbone in ``dtype`` (its own rules, e.g. an SDXL VAE that
+        must decode in float32), the adapter in float32 whatever ``dtype`` is (master weights)."""
+        self.backbone.place(device, dtype)
+        self.adapter.to(device=device, dtype=torch.float32)
+        return self
+
     def predict(
         self,
         latents: torch.Tensor,
         timesteps: torch.Tensor,
-        text: torch.Tensor,
+        text: Text,
         user_tokens: torch.Tensor | None,
     ) -> torch.Tensor:
         """The UNet's prediction (epsilon or v, per the noise schedule); ``user_tokens=None`` is the base (reference) model."""
+        inputs = unet_text_inputs(text)
         if torch.is_grad_enabled() and getattr(self.unet, "is_gradient_checkpointing", False):
             # the backward pass recomputes the UNet's blocks and must see the same user tokens:
             # they stay set until the next call (training then calls release_tokens)
             self.adapter.conditioning.tokens = user_tokens
-            return self.backbone.unet(latents, timesteps, encoder_hidden_states=text).sample
+            return self.backbone.unet(latents, timesteps, **inputs).sample
         with self.adapter.conditioned(user_tokens):
-            return self.backbone.unet(latents, timesteps, encoder_hidden_states=text).sample
+            return self.backbone.unet(latents, timesteps, **inputs).sample
 
     def release_tokens(self) -> None:
         """Forget the user tokens a gradient-checkpointed forward pass left set."""

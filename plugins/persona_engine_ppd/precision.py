@@ -1,10 +1,11 @@
 """The floating-point precision a PPD model runs in.
 
 ``float32`` is the default and the reference; ``float16`` and ``bfloat16`` halve the memory of the
-backbone and the adapter on a GPU (Stable Diffusion 1.5 in half precision is the usual setting).
-``auto`` picks ``bfloat16`` on a CUDA device that supports it, else ``float32``. Whatever the
-precision, the Diffusion-DPO loss is computed in float32 (:mod:`.loss`) and sampled images are
-returned in float32 (:mod:`.sampling`).
+backbone on a GPU (Stable Diffusion 1.5 in half precision is the usual setting). ``auto`` picks
+``bfloat16`` on a CUDA device that supports it, else ``float32``. Whatever the precision, the
+adapter's weights and AdamW's state are float32 master weights (:mod:`.model`), float16 training
+scales the loss (:mod:`.steps`), the Diffusion-DPO loss is computed in float32 (:mod:`.loss`) and
+sampled images are returned in float32 (:mod:`.sampling`).
 """
 
 from __future__ import annotations

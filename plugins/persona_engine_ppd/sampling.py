@@ -5,7 +5,8 @@ With the null user ``0`` (what user-embedding dropout trained), the guided noise
     eps = eps(x_t, c, 0) + g (eps(x_t, c, u) - eps(x_t, c, 0))
 
 (Ho & Salimans, 2022, applied to the user condition as PPD does); for pipelines with a text
-encoder, guidance on the prompt is added the usual way,
+encoder (SD 1.5- or SDXL-style: the prompt condition is whatever the backbone's ``encode_prompts``
+gives, see :class:`~.model.TextCondition`), guidance on the prompt is added the usual way,
 ``eps(x_t, {}, 0) + s (eps(x_t, c, 0) - eps(x_t, {}, 0))`` plus the user term. ``users=None``
 samples the base model (the adapter switched off). Interpolating between users is a linear mix of
 their embeddings, ``(1 - alpha) u_a + alpha u_b`` (PPD, Fig. 4).
@@ -21,6 +22,8 @@ import torch
 
 from persona_engine.errors import InvalidInputError
 from persona_engine.extras import require
+
+from .model import Text, cat_text
 
 
 def interpolate_users(u_a: np.ndarray, u_b: np.ndarray, alpha: float) -> np.ndarray:
@@ -106,8 +109,8 @@ def _guided_noise(
     model: Any,
     x: torch.Tensor,
     t: torch.Tensor,
-    text: torch.Tensor,
-    null_text: torch.Tensor | None,
+    text: Text,
+    null_text: Text | None,
     users: torch.Tensor | None,
     g: float,
     s: float,
@@ -118,7 +121,7 @@ def _guided_noise(
         if null_text is None:
             return model.predict(x, tt, text, None)
         both = model.predict(
-            torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([null_text, text]), None
+            torch.cat([x, x]), torch.cat([tt, tt]), cat_text([null_text, text]), None
         )
         e_uncond, e_text = both.chunk(2)
         return e_uncond + s * (e_text - e_uncond)
@@ -129,7 +132,7 @@ def _guided_noise(
         xs, ts, texts, tokens = [*xs, x], [*ts, tt], [*texts, text], [*tokens, null_tokens]
     if null_text is not None:
         xs, ts, texts, tokens = [*xs, x], [*ts, tt], [*texts, null_text], [*tokens, null_tokens]
-    out = model.predict(torch.cat(xs), torch.cat(ts), torch.cat(texts), torch.cat(tokens)).chunk(
+    out = model.predict(torch.cat(xs), torch.cat(ts), cat_text(texts), torch.cat(tokens)).chunk(
         len(xs)
     )
     e_user = out[0]

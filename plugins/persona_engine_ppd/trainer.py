@@ -1,11 +1,8 @@
 """Training PPD: the image encoder, the base model, then the user adapter with Diffusion-DPO.
 
 Diffusion training is step-based (a fresh timestep and noise every step), so instead of the
-epoch/early-stopping loop of :func:`persona_engine.training.fit_module` it runs
-:func:`run_steps`, in the same style: seeded (:func:`persona_engine.training.seed_everything`),
-AdamW, a progress bar, plus resumable safetensors checkpoints. Every step draws its batch, its
-timesteps and its noise from generators seeded by ``(seed, step)``, so a run resumed from a
-checkpoint repeats the uninterrupted run exactly.
+epoch/early-stopping loop of :func:`persona_engine.training.fit_module` every stage runs
+:func:`.steps.run_steps` (seeded, resumable, with loss scaling when the UNet runs in float16).
 
 1. :func:`train_image_encoder`: the ``tiny-image`` encoder, self-supervised (reconstruction of
    augmented views plus invariance).
@@ -18,11 +15,6 @@ checkpoint repeats the uninterrupted run exactly.
 
 from __future__ import annotations
 
-import json
-import math
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,155 +22,24 @@ import numpy as np
 import torch
 
 from persona_engine.extras import require
-from persona_engine.progress import progress_bar
-from persona_engine.training import seed_everything
 
-from .checkpoint import _atomic_write_dir
 from .config import DPOConfig, PretrainConfig, StepTrainingConfig
 from .loss import denoising_loss, denoising_target, diffusion_dpo_loss, per_sample_mse
+from .model import cat_text
+from .steps import StepResult, learning_rate, run_steps
 from .synthetic import PreferencePairs
 from .users import pool_pairs
 
-STATE_WEIGHTS = "state.safetensors"
-STATE_FILE = "state.json"
-
-
-@dataclass
-class StepResult:
-    steps: int
-    resumed_from: int
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    def final(self, key: str, share: float = 0.2) -> float | None:
-        """Mean of ``key`` over the last ``share`` of the logged history."""
-        vals = [h[key] for h in self.history if key in h]
-        if not vals:
-            return None
-        k = max(1, int(math.ceil(len(vals) * share)))
-        return float(np.mean(vals[-k:]))
-
-
-def _save_state(
-    directory: Path,
-    step: int,
-    params: Mapping[str, torch.Tensor],
-    opt: torch.optim.Optimizer,
-    history: list[dict[str, float]],
-) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {f"param.{k}": v.detach().cpu().contiguous() for k, v in params.items()}
-    for i, st in opt.state_dict()["state"].items():
-        for k, v in st.items():
-            tensors[f"opt.{i}.{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
-
-    def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp / STATE_WEIGHTS))
-        (tmp / STATE_FILE).write_text(
-            json.dumps({"step": step, "params": list(params), "history": history})
-        )
-
-    _atomic_write_dir(directory, write)
-
-
-def _load_state(
-    directory: Path, params: Mapping[str, torch.Tensor], opt: torch.optim.Optimizer
-) -> tuple[int, list[dict[str, float]]]:
-    from safetensors.torch import load_file
-
-    meta = json.loads((directory / STATE_FILE).read_text())
-    if meta["params"] != list(params):
-        raise ValueError(f"the checkpoint in {directory} was written for other parameters")
-    tensors = load_file(str(directory / STATE_WEIGHTS))
-    with torch.no_grad():
-        for k, p in params.items():
-            p.copy_(tensors[f"param.{k}"].to(p.device))
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        if key.startswith("opt."):
-            _, i, name = key.split(".", 2)
-            state.setdefault(int(i), {})[name] = v
-    sd = opt.state_dict()
-    sd["state"] = {
-        i: {k: (v if k == "step" else v.to(params[list(params)[i]].device)) for k, v in st.items()}
-        for i, st in state.items()
-    }
-    opt.load_state_dict(sd)
-    return int(meta["step"]), list(meta["history"])
-
-
-def learning_rate(cfg: StepTrainingConfig, step: int) -> float:
-    """Linear warm-up, then constant or cosine decay (a function of the step: resumable)."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    done = (step - cfg.warmup_steps) / max(cfg.steps - cfg.warmup_steps, 1)
-    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
-
-
-def run_steps(
-    params: dict[str, torch.nn.Parameter],
-    step_loss: Callable[
-        [int, np.random.Generator, torch.Generator], tuple[torch.Tensor, dict[str, float]]
-    ],
-    cfg: StepTrainingConfig,
-    *,
-    checkpoint_dir: str | Path | None = None,
-    desc: str = "training",
-    progress: bool = False,
-    log_every: int = 10,
-    items_per_micro_batch: int | None = None,
-) -> StepResult:
-    """Minimise ``step_loss(step, numpy_rng, torch_generator)`` for ``cfg.steps`` steps over
-    ``params``, resuming from ``checkpoint_dir`` when it holds a checkpoint of these parameters.
-    Each step sums the gradients of ``cfg.accumulation_steps`` calls (micro-batches, drawn in turn
-    from the step's generators). With ``items_per_micro_batch``, the log reports items per second."""
-    seed_everything(cfg.seed)
-    plist = list(params.values())
-    opt = torch.optim.AdamW(plist, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
-    history: list[dict[str, float]] = []
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if ckpt is not None and (ckpt / STATE_FILE).is_file():
-        start, history = _load_state(ckpt, params, opt)
-    bar = progress_bar(total=cfg.steps, initial=start, desc=desc, unit="step", disable=not progress)
-    window: dict[str, list[float]] = {}
-    tick = time.perf_counter()
-    for step in range(start, cfg.steps):
-        rng = np.random.default_rng([cfg.seed, step])
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(cfg, step)
-        opt.zero_grad(set_to_none=True)
-        for _ in range(cfg.accumulation_steps):
-            loss, stats = step_loss(step, rng, gen)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{desc}: loss became {loss.item()} at step {step}; lower the learning rate (or beta)"
-                )
-            (loss / cfg.accumulation_steps).backward()
-            for k, v in {"loss": float(loss.detach()), **stats}.items():
-                window.setdefault(k, []).append(v)
-        torch.nn.utils.clip_grad_norm_(plist, cfg.max_grad_norm)
-        opt.step()
-        done = step + 1
-        if done % log_every == 0 or done == cfg.steps:
-            record = {"step": float(done), **{k: float(np.mean(v)) for k, v in window.items()}}
-            if items_per_micro_batch is not None:
-                now = time.perf_counter()
-                record["pairs_per_s"] = (
-                    items_per_micro_batch * len(window["loss"]) / max(now - tick, 1e-9)
-                )
-                tick = now
-            history.append(record)
-            window = {}
-            bar.set_postfix({k: round(v, 4) for k, v in record.items() if k != "step"})
-        bar.update(1)
-        if ckpt is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            _save_state(ckpt, done, params, opt, history)
-    bar.close()
-    return StepResult(steps=cfg.steps, resumed_from=start, history=history)
+__all__ = [
+    "StepResult",
+    "dpo_batch_loss",
+    "finetune_ppd",
+    "finetune_ppd_on_pairs",
+    "learning_rate",
+    "pretrain_base",
+    "run_steps",
+    "train_image_encoder",
+]
 
 
 def _trainable(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -354,6 +215,7 @@ def _prepare_dpo(model: Any, cfg: DPOConfig) -> tuple[Any, float, int, int]:
     t_low = int(cfg.timestep_range[0] * n_t)
     t_high = max(int(cfg.timestep_range[1] * n_t), t_low + 1)
     model.freeze_backbone()
+    model.adapter.float()  # master weights: float32 whatever the UNet runs in (see .model)
     model.eval()  # no dropout/batch-statistics in the frozen UNet; the adapter has none either
     if cfg.gradient_checkpointing:
         model.unet.enable_gradient_checkpointing()
@@ -389,7 +251,7 @@ def dpo_batch_loss(
         noisy = sched.add_noise(latents, noise2, t2)
         target = denoising_target(sched, latents, noise2, t2)
         text = model.backbone.encode_prompts(prompts)
-        text2 = torch.cat([text, text])
+        text2 = cat_text([text, text])
         ref_err = per_sample_mse(model.predict(noisy, t2, text2, None), target)
     tokens = model.adapter.tokens(users, dropout=user_dropout, generator=gen)
     err = per_sample_mse(model.predict(noisy, t2, text2, torch.cat([tokens, tokens])), target)
@@ -463,7 +325,8 @@ def _run_dpo(
     progress: bool,
 ) -> StepResult:
     """The adapter's DPO steps through the shared loop, then the model back to inference
-    (frozen, gradient checkpointing off, no user tokens held)."""
+    (frozen, gradient checkpointing off, no user tokens held). The adapter's parameters, hence
+    AdamW's state, are float32 whatever the UNet's precision (:meth:`.model.PPDModel.place`)."""
     try:
         return run_steps(
             _trainable(model.adapter),
@@ -473,6 +336,8 @@ def _run_dpo(
             desc=desc,
             progress=progress,
             items_per_micro_batch=cfg.batch_size,
+            # the adapter is float32 (master weights); a float16 UNet's gradients need scaling
+            loss_scaling=model.dtype == torch.float16,
         )
     finally:
         model.requires_grad_(False)

@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ppd_support import build_tiny, build_tiny_pipeline  # noqa: E402
+from ppd_support import build_tiny, build_tiny_pipeline, build_tiny_sdxl_pipeline  # noqa: E402
 
 
 @pytest.fixture
@@ -32,3 +32,10 @@ def inputs():
 def pipeline_dir(tmp_path_factory):
     """A tiny Stable Diffusion pipeline saved in a local folder, built once per session."""
     return build_tiny_pipeline(tmp_path_factory.mktemp("sd-tiny"))
+
+
+@pytest.fixture(scope="session")
+def sdxl_pipeline_dir(tmp_path_factory):
+    """A tiny SDXL-style pipeline (two text encoders, added text-and-time embeddings) saved in a
+    local folder, built once per session."""
+    return build_tiny_sdxl_pipeline(tmp_path_factory.mktemp("sdxl-tiny"))

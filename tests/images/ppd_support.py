@@ -100,18 +100,11 @@ def _v_error(model, sched, x0, noise, t, text, user_tokens):
     return (pred - v).pow(2).flatten(1).mean(dim=1)
 
 
-def build_tiny_pipeline(root):
-    """A tiny randomly initialised Stable Diffusion pipeline (8x8 images, 4x4x4 latents), saved
-    under ``root / "pipe"``; returns that directory."""
+def _tiny_tokenizer(root):
+    """A letter-level CLIP tokenizer (8 tokens) written under ``root``."""
     import json
 
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     letters = "abcdefghijklmnopqrstuvwxyz"
     vocab = {
@@ -122,33 +115,32 @@ def build_tiny_pipeline(root):
     }
     (root / "vocab.json").write_text(json.dumps(vocab))
     (root / "merges.txt").write_text("#version: 0.2\n")
-    torch.manual_seed(0)
-    tokenizer = CLIPTokenizer(
-        str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=8
+    return CLIPTokenizer(str(root / "vocab.json"), str(root / "merges.txt"), model_max_length=8)
+
+
+def _tiny_clip_config(vocab_size: int, hidden: int, layers: int = 2, **kw):
+    """A tiny CLIP text encoder's config; its start, end and padding tokens are those of
+    :func:`_tiny_tokenizer` (the pooled output is read at the end token)."""
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        max_position_embeddings=8,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        **kw,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(vocab),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            max_position_embeddings=8,
-        )
-    )
-    unet = UNet2DConditionModel(
-        sample_size=4,
-        in_channels=4,
-        out_channels=4,
-        layers_per_block=1,
-        block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16,
-        norm_num_groups=4,
-        attention_head_dim=4,
-    )
-    vae = AutoencoderKL(
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
@@ -158,15 +150,82 @@ def build_tiny_pipeline(root):
         norm_num_groups=4,
         sample_size=8,
     )
+
+
+def _tiny_unet(cross_attention_dim: int, **kw):
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=4,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        norm_num_groups=4,
+        attention_head_dim=4,
+        **kw,
+    )
+
+
+def build_tiny_pipeline(root):
+    """A tiny randomly initialised Stable Diffusion pipeline (8x8 images, 4x4x4 latents), saved
+    under ``root / "pipe"``; returns that directory."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    tokenizer = _tiny_tokenizer(root)
     pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
+        vae=_tiny_vae(),
+        text_encoder=CLIPTextModel(_tiny_clip_config(len(tokenizer), 16, layers=1)),
         tokenizer=tokenizer,
-        unet=unet,
+        unet=_tiny_unet(16),
         scheduler=DDIMScheduler(num_train_timesteps=100, clip_sample=False, steps_offset=1),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipe.save_pretrained(root / "pipe")
+    return root / "pipe"
+
+
+#: The tiny SDXL pipeline: token states of 8 + 16 channels, a pooled projection of 8, time ids
+#: embedded in 4 channels each (the UNet's added embedding takes 4 * 6 + 8 = 32 numbers).
+SDXL_HIDDEN = (8, 16)
+SDXL_PROJECTION = 8
+SDXL_TIME_DIM = 4
+
+
+def build_tiny_sdxl_pipeline(root):
+    """A tiny randomly initialised SDXL-style pipeline (two CLIP text encoders, the second with a
+    projection; a UNet with ``addition_embed_type="text_time"``; 8x8 images, 4x4x4 latents),
+    saved under ``root / "pipe"``; returns that directory."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    tokenizer = _tiny_tokenizer(root)
+    pipe = StableDiffusionXLPipeline(
+        vae=_tiny_vae(),
+        text_encoder=CLIPTextModel(_tiny_clip_config(len(tokenizer), SDXL_HIDDEN[0])),
+        text_encoder_2=CLIPTextModelWithProjection(
+            _tiny_clip_config(len(tokenizer), SDXL_HIDDEN[1], projection_dim=SDXL_PROJECTION)
+        ),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=_tiny_unet(
+            sum(SDXL_HIDDEN),
+            addition_embed_type="text_time",
+            addition_time_embed_dim=SDXL_TIME_DIM,
+            projection_class_embeddings_input_dim=SDXL_TIME_DIM * 6 + SDXL_PROJECTION,
+        ),
+        scheduler=EulerDiscreteScheduler(
+            num_train_timesteps=100, steps_offset=1, timestep_spacing="leading"
+        ),
+        add_watermarker=False,
     )
     pipe.save_pretrained(root / "pipe")
     return root / "pipe"

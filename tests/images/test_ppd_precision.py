@@ -1,6 +1,7 @@
 """Half precision (``dtype``): the tiny backbone and a tiny diffusers pipeline load, train with
 Diffusion-DPO and sample in bfloat16 on the CPU (the code path of float16/bfloat16 on a GPU), the
-loss stays float32, images come back float32; float32 stays the default."""
+adapter (master weights) and the loss stay float32, images come back float32; float32 stays the
+default. Master weights and float16 loss scaling: tests/images/test_ppd_master_weights.py."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ def _dtypes(module):
     return {p.dtype for p in module.parameters()}
 
 
+def _split(model):
+    """(backbone's dtypes, adapter's dtypes)."""
+    return _dtypes(model.backbone), _dtypes(model.adapter)
+
+
 def test_dtype_names_resolve_and_auto_is_float32_without_cuda():
     assert resolve_dtype("float32") is torch.float32
     assert resolve_dtype("float16") is torch.float16 and resolve_dtype("bfloat16") is BF16
@@ -66,8 +72,9 @@ def test_float32_is_the_default(pipeline_dir):
 def test_a_pipeline_loads_in_bfloat16(pipeline_dir):
     model = build_model(_pipeline_cfg(pipeline_dir, dtype="bfloat16"), USER_DIM)
     backbone = model.backbone
-    for part in (backbone.unet, backbone.vae, backbone.text_encoder, model.adapter):
+    for part in (backbone.unet, backbone.vae, backbone.text_encoder):
         assert _dtypes(part) == {BF16}, type(part).__name__
+    assert _dtypes(model.adapter) == {torch.float32}  # master weights
     assert model.dtype == BF16
     noise = initial_noise(model, 3, seed=5)
     assert noise.dtype == BF16 and noise.shape == (3, 4, 4, 4)
@@ -76,9 +83,9 @@ def test_a_pipeline_loads_in_bfloat16(pipeline_dir):
 def test_the_tiny_backbone_in_bfloat16_starts_from_the_float32_weights():
     full = build_model(tiny_config(), USER_DIM, seed=3)
     half = build_model(tiny_config(), USER_DIM, seed=3, dtype="bfloat16")
-    assert _dtypes(half) == {BF16}
+    assert _split(half) == ({BF16}, {torch.float32})
     for (name, a), (_, b) in zip(full.named_parameters(), half.named_parameters(), strict=True):
-        assert torch.equal(a.to(BF16), b), name
+        assert torch.equal(a.to(b.dtype), b), name
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "pipeline"])
@@ -119,7 +126,7 @@ def test_diffusion_dpo_trains_the_adapter_in_bfloat16(backbone, pipeline_dir):
     )
     assert all(np.isfinite(h["loss"]) for h in result.history)
     after = model.adapter.state_dict()
-    assert _dtypes(model) == {BF16}
+    assert _split(model) == ({BF16}, {torch.float32})
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert all(torch.isfinite(v.float()).all() for v in after.values())
 
@@ -132,7 +139,7 @@ def test_bfloat16_sampling_gives_finite_float32_images_close_to_float32(backbone
     perturb_adapter(full)
     half = build_model(cfg, USER_DIM, seed=2, dtype="bfloat16")
     half.load_state_dict(full.state_dict())
-    assert _dtypes(half) == {BF16}
+    assert _split(half) == ({BF16}, {torch.float32})
     prompts = ["circle", "square"] if backbone == "tiny" else ["a cat", "a dog"]
     users = np.random.default_rng(1).normal(size=(2, USER_DIM)).astype(np.float32)
     kw = {"steps": 3, "guidance_scale": 2.0, "text_guidance_scale": 3.0, "seed": 4}
@@ -156,7 +163,7 @@ def test_a_bfloat16_model_saves_float32_weights_and_loads_in_either(tmp_path):
         torch.float32
     }
     loaded, loaded_cfg, _ = load_model(path)
-    assert loaded_cfg.dtype == "bfloat16" and _dtypes(loaded) == {BF16}
+    assert loaded_cfg.dtype == "bfloat16" and _split(loaded) == ({BF16}, {torch.float32})
     as_float, _, _ = load_model(path, dtype="float32")
     assert _dtypes(as_float) == {torch.float32}
     for (name, a), (_, b) in zip(
@@ -215,5 +222,5 @@ def test_persona_ppd_train_synthetic_takes_dtype(tmp_path):
     assert res.exit_code == 0, res.output
     (rec,) = Engine().store.models("ppd")
     model, cfg, meta = load_model(rec.path)
-    assert cfg.dtype == "bfloat16" and _dtypes(model) == {BF16}
+    assert cfg.dtype == "bfloat16" and _split(model) == ({BF16}, {torch.float32})
     assert np.isfinite(meta["metrics"]["dpo_loss"])
