@@ -67,6 +67,13 @@ class SyntheticRecipeConfig(PluginConfig):
             description="How the tiny image encoder learns. 'self-supervised' (encoder 'tiny-image'): reconstruction of augmented views plus augmentation invariance, pixels only. 'reconstruction': a plain autoencoder (ablation). 'supervised-attributes' (encoder 'tiny-image-supervised'): plus a read-out of the hue, value and position the gold rewards are computed from, an oracle kept for comparison.",
         )
     )
+    encoder_whiten: bool = Field(
+        True,
+        description="Whiten the encoder's embedding on the pool (folded into its last layer): a "
+        "self-supervised encoder's embedding can collapse onto a few directions (effective rank "
+        "near 1 of 32), and a user embedding from 4 pairs then cannot point anywhere else. False: "
+        "the encoder as trained.",
+    )
     held_out_octant: tuple[int, int, int] | None = Field(
         (1, -1, 1),
         description="Sign pattern over (redness, brightness, x_position) of an octant of preference directions no training user occupies (default: red, dark, right), so users from it test generalization; None: training users cover the whole sphere.",
@@ -156,7 +163,7 @@ def train_synthetic(
 ) -> SyntheticRun:
     """Run the recipe (see the module docstring); save the model to ``directory`` when given."""
     from .checkpoint import build_model, save_model
-    from .trainer import finetune_ppd, pretrain_base, train_image_encoder
+    from .trainer import finetune_ppd, pretrain_base, train_image_encoder, whiten_head
 
     if cfg.model.backbone != "tiny" or cfg.model.encoder not in ENCODER_NAMES.values():
         raise ValueError("the synthetic recipe trains the tiny backbone with a tiny image encoder")
@@ -181,6 +188,9 @@ def train_synthetic(
         progress=progress,
     )
     features = embed_with(enc_state, task.pool.images, size, cfg.encoder_dim)
+    if cfg.encoder_whiten:
+        enc_state = whiten_head(enc_state, features)
+        features = embed_with(enc_state, task.pool.images, size, cfg.encoder_dim)
     seconds["encoder"] = time.perf_counter() - t0
 
     model_cfg = cfg.model.model_copy(

@@ -129,6 +129,28 @@ def train_image_encoder(
     return {k: v.detach().cpu() for k, v in encoder.state_dict().items()}
 
 
+#: whitening keeps directions down to this share of the largest one's variance (shrinkage)
+WHITEN_FLOOR = 1e-3
+
+
+def whiten_head(state: dict[str, torch.Tensor], features: np.ndarray) -> dict[str, torch.Tensor]:
+    """The encoder ``state`` with its embedding whitened on ``features`` (the embeddings of the
+    images it was trained on): ZCA, ``A = V (L + eps)^-1/2 V^T`` with ``eps`` =
+    :data:`WHITEN_FLOOR` x the largest eigenvalue, folded into the last linear layer
+    (``W <- A W``, ``b <- A (b - mean)``), so the encoder plugin runs it unchanged. Pixels only:
+    the mean and covariance of the embedding, nothing else."""
+    x = np.asarray(features, dtype=np.float64)
+    mean = x.mean(axis=0)
+    lam, vec = np.linalg.eigh(np.cov(x, rowvar=False))
+    lam = np.clip(lam, 0.0, None)
+    a = (vec / np.sqrt(lam + WHITEN_FLOOR * lam.max())) @ vec.T
+    out = dict(state)
+    w, b = state["head.weight"].double().numpy(), state["head.bias"].double().numpy()
+    out["head.weight"] = torch.from_numpy(a @ w).to(state["head.weight"].dtype)
+    out["head.bias"] = torch.from_numpy(a @ (b - mean)).to(state["head.bias"].dtype)
+    return out
+
+
 def _noise_scheduler(model: Any) -> Any:
     DDPMScheduler = require("diffusers", "images", "PPD image generation").DDPMScheduler
 

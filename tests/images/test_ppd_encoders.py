@@ -181,3 +181,40 @@ def test_the_self_supervised_encoder_learns_what_the_pixels_show():
     trained_r2 = r2(train_image_encoder(pool.images, image_size=8, dim=16, cfg=cfg))
     assert trained_r2[1] > random_r2[1] + 0.2, (trained_r2, random_r2)  # brightness
     assert trained_r2[2] > random_r2[2] + 0.2, (trained_r2, random_r2)  # x position
+
+
+def test_whitening_folds_into_the_encoder_and_spreads_a_collapsed_embedding():
+    """whiten_head: the encoder plugin's network, loaded with the whitened state, embeds the pool
+    centred and spread over many directions where the trained one put nearly all its variance on
+    one; a linear read-out learns the same from both (it is an invertible linear map)."""
+    from persona_engine_ppd.config import StepTrainingConfig
+    from persona_engine_ppd.recipe import embed_with
+    from persona_engine_ppd.synthetic import FeatureScale, linear_probe_r2
+    from persona_engine_ppd.trainer import train_image_encoder, whiten_head
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(1)
+    pool, test = render_shapes(1000, size=8, rng=rng), render_shapes(500, size=8, rng=rng)
+    cfg = StepTrainingConfig(steps=150, batch_size=128, lr=1e-2, warmup_steps=5)
+    state = train_image_encoder(pool.images, image_size=8, dim=16, cfg=cfg)
+    raw = embed_with(state, pool.images, 8, 16)
+    white_state = whiten_head(state, raw)
+    white = embed_with(white_state, pool.images, 8, 16)
+
+    def effective_rank(x):
+        ev = np.clip(np.linalg.eigvalsh(np.cov(x, rowvar=False)), 0, None)
+        return ev.sum() ** 2 / (ev**2).sum()
+
+    assert np.abs(white.mean(axis=0)).max() < 1e-3
+    assert effective_rank(white) > 2 * effective_rank(raw), (
+        effective_rank(white),
+        effective_rank(raw),
+    )
+    scale = FeatureScale.fit(pool.images)
+    before = linear_probe_r2(
+        raw, scale(pool.images), embed_with(state, test.images, 8, 16), scale(test.images)
+    )
+    after = linear_probe_r2(
+        white, scale(pool.images), embed_with(white_state, test.images, 8, 16), scale(test.images)
+    )
+    np.testing.assert_allclose(after, before, atol=0.05)  # the probe is ridge-regularised
