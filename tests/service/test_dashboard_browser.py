@@ -36,9 +36,10 @@ from persona_engine.service.app import create_app
 from persona_engine.testing.browser import chromium, missing
 
 try:  # a missing selenium must fail these tests, not skip them
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.remote.webdriver import WebDriver
-    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.remote.webelement import WebElement
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     SELENIUM_ERROR: ImportError | None = None
@@ -117,8 +118,19 @@ def _follow(driver: WebDriver, by: str, target: str) -> None:
     page = driver.find_element(By.TAG_NAME, "html")
     driver.find_element(by, target).click()
     wait = WebDriverWait(driver, 30)
-    wait.until(expected_conditions.staleness_of(page))
+    wait.until(lambda _: _detached(page))
     wait.until(lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def _detached(element: WebElement) -> bool:
+    """Whether ``element`` belongs to a document the browser has left. Chromium answers a node of
+    the old document either as stale or, mid-navigation, with "Node with given id does not belong
+    to the document" (a plain WebDriverException, which ``staleness_of`` does not catch)."""
+    try:
+        element.is_enabled()
+    except WebDriverException:  # StaleElementReferenceException included
+        return True
+    return False
 
 
 def _figures(driver: WebDriver) -> dict[str, str]:
