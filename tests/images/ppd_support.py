@@ -37,6 +37,33 @@ def build_tiny(seed: int = 0, **adapter):
     return build_model(tiny_config(**adapter), USER_DIM, seed=seed)
 
 
+def pipeline_config(path, **kw) -> ModelConfig:
+    """A PPD model over the local diffusers pipeline at ``path`` (SD- or SDXL-style)."""
+    return ModelConfig(
+        backbone="pipeline",
+        pipeline_path=str(path),
+        adapter=AdapterConfig(n_tokens=2),
+        encoder_config={"image_size": 8, "dim": USER_DIM},
+        **kw,
+    )
+
+
+def small_task():
+    """32 shapes, labelled pairs of 2 simulated users, random user embeddings per image."""
+    from persona_engine_ppd.synthetic import (
+        FeatureScale,
+        label_pairs,
+        render_shapes,
+        simulate_users,
+    )
+
+    rng = np.random.default_rng(0)
+    pool = render_shapes(32, size=8, rng=rng)
+    z = FeatureScale.fit(pool.images)(pool.images)
+    pairs = label_pairs(pool, z, simulate_users(2, rng=rng), 4, rng=rng)
+    return pool, pairs, rng.normal(size=(32, USER_DIM)).astype(np.float32)
+
+
 def perturb_adapter(model, seed: int = 1, std: float = 0.5) -> None:
     """Give the zero-initialised value projections non-zero weights (a 'trained' adapter)."""
     gen = torch.Generator().manual_seed(seed)

@@ -12,26 +12,17 @@ import torch
 from persona_engine_ppd.checkpoint import build_model
 from persona_engine_ppd.config import DPOConfig, StepTrainingConfig
 from persona_engine_ppd.steps import STATE_FILE, STATE_WEIGHTS, run_steps
-from persona_engine_ppd.synthetic import FeatureScale, label_pairs, render_shapes, simulate_users
 from persona_engine_ppd.trainer import finetune_ppd
-from ppd_support import USER_DIM, perturb_adapter, tiny_config
+from ppd_support import USER_DIM, perturb_adapter, small_task, tiny_config
 
 BF16 = torch.bfloat16
-
-
-def _task():
-    rng = np.random.default_rng(0)
-    pool = render_shapes(32, size=8, rng=rng)
-    z = FeatureScale.fit(pool.images)(pool.images)
-    pairs = label_pairs(pool, z, simulate_users(2, rng=rng), 4, rng=rng)
-    return pool, pairs, rng.normal(size=(32, USER_DIM)).astype(np.float32)
 
 
 def _one_dpo_step(dtype, lr, tmp_path):
     torch.set_num_threads(1)
     model = build_model(tiny_config(), USER_DIM, seed=0, dtype=dtype)
     perturb_adapter(model)  # non-zero value weights: every adapter weight gets a gradient
-    pool, pairs, feats = _task()
+    pool, pairs, feats = small_task()
     before = {k: v.detach().clone() for k, v in model.adapter.named_parameters()}
     cfg = DPOConfig(steps=1, batch_size=4, lr=lr, warmup_steps=0, checkpoint_every=1)
     result = finetune_ppd(

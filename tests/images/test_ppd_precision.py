@@ -12,35 +12,24 @@ import pytest
 import torch
 from click.testing import CliRunner
 from persona_engine_ppd.checkpoint import build_model, load_model, save_model
-from persona_engine_ppd.config import AdapterConfig, DPOConfig, ModelConfig
+from persona_engine_ppd.config import DPOConfig, ModelConfig
 from persona_engine_ppd.precision import resolve_dtype
 from persona_engine_ppd.sampling import initial_noise, sample_images
-from persona_engine_ppd.synthetic import FeatureScale, label_pairs, render_shapes, simulate_users
+from persona_engine_ppd.synthetic import render_shapes
 from persona_engine_ppd.trainer import _noise_scheduler, dpo_batch_loss, finetune_ppd
-from ppd_support import USER_DIM, perturb_adapter, tiny_config, write_png
+from ppd_support import (
+    USER_DIM,
+    perturb_adapter,
+    pipeline_config,
+    small_task,
+    tiny_config,
+    write_png,
+)
 
 from persona_engine.cli import cli
 from persona_engine.engine import Engine
 
 BF16 = torch.bfloat16
-
-
-def _pipeline_cfg(path, **kw):
-    return ModelConfig(
-        backbone="pipeline",
-        pipeline_path=str(path),
-        adapter=AdapterConfig(n_tokens=2),
-        encoder_config={"image_size": 8, "dim": USER_DIM},
-        **kw,
-    )
-
-
-def _task():
-    rng = np.random.default_rng(0)
-    pool = render_shapes(32, size=8, rng=rng)
-    z = FeatureScale.fit(pool.images)(pool.images)
-    pairs = label_pairs(pool, z, simulate_users(2, rng=rng), 4, rng=rng)
-    return pool, pairs, rng.normal(size=(32, USER_DIM)).astype(np.float32)
 
 
 def _dtypes(module):
@@ -66,11 +55,11 @@ def test_float32_is_the_default(pipeline_dir):
     assert ModelConfig().dtype == "float32"
     torch.set_num_threads(1)
     assert _dtypes(build_model(tiny_config(), USER_DIM)) == {torch.float32}
-    assert _dtypes(build_model(_pipeline_cfg(pipeline_dir), USER_DIM)) == {torch.float32}
+    assert _dtypes(build_model(pipeline_config(pipeline_dir), USER_DIM)) == {torch.float32}
 
 
 def test_a_pipeline_loads_in_bfloat16(pipeline_dir):
-    model = build_model(_pipeline_cfg(pipeline_dir, dtype="bfloat16"), USER_DIM)
+    model = build_model(pipeline_config(pipeline_dir, dtype="bfloat16"), USER_DIM)
     backbone = model.backbone
     for part in (backbone.unet, backbone.vae, backbone.text_encoder):
         assert _dtypes(part) == {BF16}, type(part).__name__
@@ -94,10 +83,10 @@ def test_diffusion_dpo_trains_the_adapter_in_bfloat16(backbone, pipeline_dir):
     cfg = (
         tiny_config().model_copy(update={"dtype": "bfloat16"})
         if backbone == "tiny"
-        else _pipeline_cfg(pipeline_dir, dtype="bfloat16")
+        else pipeline_config(pipeline_dir, dtype="bfloat16")
     )
     model = build_model(cfg, USER_DIM)
-    pool, pairs, feats = _task()
+    pool, pairs, feats = small_task()
     images = torch.from_numpy(pool.images[:4]) * 2.0 - 1.0
     sched = _noise_scheduler(model)
     model.freeze_backbone()
@@ -134,7 +123,7 @@ def test_diffusion_dpo_trains_the_adapter_in_bfloat16(backbone, pipeline_dir):
 @pytest.mark.parametrize("backbone", ["tiny", "pipeline"])
 def test_bfloat16_sampling_gives_finite_float32_images_close_to_float32(backbone, pipeline_dir):
     torch.set_num_threads(1)
-    cfg = tiny_config() if backbone == "tiny" else _pipeline_cfg(pipeline_dir)
+    cfg = tiny_config() if backbone == "tiny" else pipeline_config(pipeline_dir)
     full = build_model(cfg, USER_DIM, seed=2)
     perturb_adapter(full)
     half = build_model(cfg, USER_DIM, seed=2, dtype="bfloat16")

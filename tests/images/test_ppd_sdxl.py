@@ -14,13 +14,12 @@ import pytest
 import torch
 from persona_engine_ppd import register_model
 from persona_engine_ppd.checkpoint import build_model, load_model, save_model
-from persona_engine_ppd.config import AdapterConfig, DPOConfig, ModelConfig
+from persona_engine_ppd.config import DPOConfig
 from persona_engine_ppd.model import TextCondition
 from persona_engine_ppd.sampling import sample_images
 from persona_engine_ppd.sdxl import SDXLBackbone
-from persona_engine_ppd.synthetic import FeatureScale, label_pairs, render_shapes, simulate_users
 from persona_engine_ppd.trainer import _noise_scheduler, dpo_batch_loss, finetune_ppd
-from ppd_support import SDXL_HIDDEN, SDXL_PROJECTION, USER_DIM
+from ppd_support import SDXL_HIDDEN, SDXL_PROJECTION, USER_DIM, pipeline_config, small_task
 
 from persona_engine.engine import Engine
 from persona_engine.errors import PersonaEngineError
@@ -29,31 +28,13 @@ PROMPTS = ["a cat", "a dog"]
 SAMPLE = {"steps": 2, "guidance_scale": 2.0, "text_guidance_scale": 3.0, "seed": 1}
 
 
-def _cfg(path, **kw):
-    return ModelConfig(
-        backbone="pipeline",
-        pipeline_path=str(path),
-        adapter=AdapterConfig(n_tokens=2),
-        encoder_config={"image_size": 8, "dim": USER_DIM},
-        **kw,
-    )
-
-
 def _users():
     return np.random.default_rng(0).normal(size=(2, USER_DIM)).astype(np.float32)
 
 
-def _task():
-    rng = np.random.default_rng(0)
-    pool = render_shapes(32, size=8, rng=rng)
-    z = FeatureScale.fit(pool.images)(pool.images)
-    pairs = label_pairs(pool, z, simulate_users(2, rng=rng), 4, rng=rng)
-    return pool, pairs, rng.normal(size=(32, USER_DIM)).astype(np.float32)
-
-
 def test_an_sdxl_pipeline_is_read_with_both_encoders_and_added_conditioning(sdxl_pipeline_dir):
     torch.set_num_threads(1)
-    model = build_model(_cfg(sdxl_pipeline_dir), USER_DIM)
+    model = build_model(pipeline_config(sdxl_pipeline_dir), USER_DIM)
     backbone = model.backbone
     assert isinstance(backbone, SDXLBackbone) and backbone.variant == "sdxl"
     assert backbone.latent_shape == (4, 4, 4) and backbone.image_size == 8
@@ -80,12 +61,12 @@ def test_an_sdxl_pipeline_is_read_with_both_encoders_and_added_conditioning(sdxl
 
 def test_the_untrained_adapter_leaves_sdxl_exactly_the_base(sdxl_pipeline_dir):
     torch.set_num_threads(1)
-    model = build_model(_cfg(sdxl_pipeline_dir), USER_DIM)
+    model = build_model(pipeline_config(sdxl_pipeline_dir), USER_DIM)
     base = sample_images(model, PROMPTS, None, **SAMPLE)
     personal = sample_images(model, PROMPTS, _users(), **SAMPLE)
     assert base.shape == (2, 3, 8, 8) and torch.isfinite(base).all()
     assert torch.equal(base, personal)
-    pool, _, feats = _task()
+    pool, _, feats = small_task()
     images = torch.from_numpy(pool.images[:4]) * 2.0 - 1.0
     model.freeze_backbone()
     loss, _ = dpo_batch_loss(
@@ -106,10 +87,10 @@ def test_the_untrained_adapter_leaves_sdxl_exactly_the_base(sdxl_pipeline_dir):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_diffusion_dpo_trains_the_adapter_on_sdxl_and_sampling_follows(sdxl_pipeline_dir, dtype):
     torch.set_num_threads(1)
-    model = build_model(_cfg(sdxl_pipeline_dir, dtype=dtype), USER_DIM)
+    model = build_model(pipeline_config(sdxl_pipeline_dir, dtype=dtype), USER_DIM)
     base = sample_images(model, PROMPTS, None, **SAMPLE)
     before = {k: v.clone() for k, v in model.adapter.state_dict().items()}
-    pool, pairs, feats = _task()
+    pool, pairs, feats = small_task()
     result = finetune_ppd(
         model,
         pool.images,
@@ -130,7 +111,7 @@ def test_diffusion_dpo_trains_the_adapter_on_sdxl_and_sampling_follows(sdxl_pipe
 
 def test_an_sdxl_model_saves_and_loads_back(sdxl_pipeline_dir, tmp_path):
     torch.set_num_threads(1)
-    cfg = _cfg(sdxl_pipeline_dir)
+    cfg = pipeline_config(sdxl_pipeline_dir)
     model = build_model(cfg, USER_DIM)
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():  # a "trained" adapter
@@ -162,11 +143,11 @@ def test_an_sdxl_pipeline_without_its_second_encoder_is_one_clear_error(
     (broken / "model_index.json").write_text(json.dumps(index))
     shutil.rmtree(broken / "text_encoder_2")
     with pytest.raises(PersonaEngineError, match=r"lacks \['text_encoder_2'\].*both text encoders"):
-        build_model(_cfg(broken), USER_DIM)
+        build_model(pipeline_config(broken), USER_DIM)
 
 
 def test_a_float16_sdxl_keeps_its_vae_in_float32(sdxl_pipeline_dir):
-    model = build_model(_cfg(sdxl_pipeline_dir, dtype="float16"), USER_DIM)
+    model = build_model(pipeline_config(sdxl_pipeline_dir, dtype="float16"), USER_DIM)
     assert model.backbone.vae.config.force_upcast  # SDXL's VAE overflows in float16
     assert {p.dtype for p in model.backbone.vae.parameters()} == {torch.float32}
     assert {p.dtype for p in model.backbone.unet.parameters()} == {torch.float16}
