@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -60,3 +61,12 @@ def make_config(cls: type[C], value: Any = None, **overrides: Any) -> C:
         raise InvalidInputError(
             f"invalid {cls.__name__}: {format_validation_error(e, cls)}"
         ) from None
+
+
+def env_switch(name: str, default: bool = True) -> bool:
+    """An on/off environment variable: ``0``, ``false``, ``no`` or ``off`` (any case) is off, any
+    other value on; unset is ``default``."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")

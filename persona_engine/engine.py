@@ -391,8 +391,7 @@ class Engine(UserProfilesMixin):
 
         First keeps the history facts of outcomes stored since the last report (a few lookups
         each, once per outcome; see :mod:`persona_engine.store.online`)."""
-        while self.store.complete_outcomes(20_000) == 20_000:
-            pass
+        self.store.complete_all_outcomes()
         return online_report(self, **options)
 
     def load_model(self, model: str | None = None) -> tuple[ModelRecord, RewardBackend]:

@@ -12,7 +12,8 @@ later collection; `persona serve` and `persona ingest` do it, the library never 
 from __future__ import annotations
 
 import gc
-import os
+
+from .config import env_switch
 
 
 def freeze_startup_objects() -> int:
@@ -20,12 +21,7 @@ def freeze_startup_objects() -> int:
 
     Frozen objects are never collected, so call it once, when start-up is done, from a process
     you own (not from code that runs per request or per test)."""
-    if os.environ.get("PERSONA_ENGINE_GC_FREEZE", "1").strip().lower() in (
-        "0",
-        "false",
-        "no",
-        "off",
-    ):
+    if not env_switch("PERSONA_ENGINE_GC_FREEZE"):
         return 0
     gc.collect()
     gc.freeze()

@@ -16,13 +16,13 @@ worst, and a warning when a version does worse online than its offline figure.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .config import env_switch
 from .encoders.cache import comparison_arrays
 from .errors import InvalidInputError, NotFoundError
 from .schemas import Comparison, ModelRecord, content_hash
@@ -44,12 +44,7 @@ ANSWER_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
 
 def enabled_by_default() -> bool:
     """``PERSONA_ENGINE_ONLINE_EVAL=0`` switches online evaluation off (default: on)."""
-    return os.environ.get("PERSONA_ENGINE_ONLINE_EVAL", "1").strip().lower() not in (
-        "0",
-        "false",
-        "no",
-        "off",
-    )
+    return env_switch("PERSONA_ENGINE_ONLINE_EVAL")
 
 
 class OnlineEvaluator:

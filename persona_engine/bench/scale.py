@@ -345,12 +345,7 @@ def _online_ingest(
     engine.online.enabled = True
     scored = outcomes_stored() - outcomes_before
     t = time.perf_counter()
-    completed = 0
-    while True:
-        n = engine.store.complete_outcomes(20_000)
-        completed += n
-        if n < 20_000:
-            break
+    completed = engine.store.complete_all_outcomes()
     complete_s = time.perf_counter() - t
     rate = {m: added[m] / seconds[m] for m in seconds}
     per_comparison = {m: seconds[m] / added[m] for m in seconds}

@@ -105,10 +105,7 @@ def bench_serve(
             f"found after restart {f['acknowledged_found_after_restart']}, lost {f['lost']}, integrity {f['integrity_check']}, "
             f"restart {f['restart_s']} s"
         )
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        click.echo(f"wrote {out}")
+    _write(result, out)
 
 
 def _replicas(cfg: Any, database: str | None, replicas: int, fault: bool, out: Path | None) -> None:
@@ -140,10 +137,7 @@ def _replicas(cfg: Any, database: str | None, replicas: int, fault: bool, out: P
             f"restarted in {f['restart_s']} s, reads the others' writes: "
             f"{f['restarted_replica_reads_other_replicas_writes']}"
         )
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        click.echo(f"wrote {out}")
+    _write(result, out)
 
 
 def _latency_table(load: dict[str, Any]) -> None:
@@ -158,3 +152,10 @@ def _latency_table(load: dict[str, Any]) -> None:
             f"{kind:<8}{k['requests']:>10}{k['ok']:>8}{k['requests_per_s']:>9}{k['p50_ms']:>9}"
             f"{k['p99_ms']:>9}{k['server_p50_ms']:>12}{k['server_p99_ms']:>12}"
         )
+
+
+def _write(result: dict[str, Any], out: Path | None) -> None:
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        click.echo(f"wrote {out}")

@@ -287,6 +287,16 @@ class StoreBase(ABC):
         """Keep the history facts of up to ``limit`` online outcomes that do not have them yet
         (:mod:`.online`); returns how many."""
 
+    def complete_all_outcomes(self, chunk: int = 20_000) -> int:
+        """:meth:`complete_outcomes` ``chunk`` at a time (one transaction each) until none is
+        left; returns how many."""
+        done = 0
+        while True:
+            n = self.complete_outcomes(chunk)
+            done += n
+            if n < chunk:
+                return done
+
     @abstractmethod
     def online_outcomes(
         self,
