@@ -80,6 +80,24 @@ def write_png(path, rgb: np.ndarray) -> str:
     return str(path)
 
 
+def write_pairs_file(folder) -> tuple[str, list[dict]]:
+    """A pairs JSONL of 6 comparisons of two users over 12 rendered shapes saved as PNG files
+    (``persona ppd train --pairs``'s input): its path and its lines."""
+    import json
+
+    from persona_engine_ppd.synthetic import render_shapes
+
+    imgs = render_shapes(12, size=8, rng=np.random.default_rng(0)).images
+    lines = []
+    for k in range(6):
+        a = write_png(folder / f"{k}a.png", imgs[2 * k].transpose(1, 2, 0))
+        b = write_png(folder / f"{k}b.png", imgs[2 * k + 1].transpose(1, 2, 0))
+        lines.append({"user_id": f"u{k % 2}", "prompt": "a cat", "chosen": a, "rejected": b})
+    pairs = folder / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    return str(pairs), lines
+
+
 def held_out_dpo(model, images, prompts, pairs, user_embeddings, *, beta, seed=7, repeats=4):
     """The Diffusion-DPO loss and implicit accuracy of ``model`` on ``pairs`` (indices into
     ``images`` (n, 3, S, S) in [0, 1]), each pair conditioned on its user's row of

@@ -20,7 +20,7 @@ from persona_engine_ppd.config import AdapterConfig, DPOConfig, ModelConfig
 from persona_engine_ppd.sampling import sample_images
 from persona_engine_ppd.synthetic import FeatureScale, label_pairs, render_shapes, simulate_users
 from persona_engine_ppd.trainer import finetune_ppd
-from ppd_support import USER_DIM, write_png
+from ppd_support import USER_DIM, write_pairs_file
 
 from persona_engine.cli import cli
 from persona_engine.engine import Engine
@@ -119,14 +119,7 @@ def test_float16_dpo_scales_the_loss_on_the_device(tiny_pipeline):
 
 
 def test_persona_ppd_trains_and_generates_on_the_device(tmp_path, sdxl_pipeline_dir):
-    imgs = render_shapes(12, size=8, rng=np.random.default_rng(0)).images
-    lines = []
-    for k in range(6):
-        a = write_png(tmp_path / f"{k}a.png", imgs[2 * k].transpose(1, 2, 0))
-        b = write_png(tmp_path / f"{k}b.png", imgs[2 * k + 1].transpose(1, 2, 0))
-        lines.append({"user_id": f"u{k % 2}", "prompt": "a cat", "chosen": a, "rejected": b})
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    pairs, lines = write_pairs_file(tmp_path)
     config = tmp_path / "dpo.json"
     config.write_text(
         json.dumps({"batch_size": 2, "warmup_steps": 0, "lr": 0.05, "device": DEVICE})

@@ -15,7 +15,6 @@ from persona_engine_ppd.checkpoint import build_model, load_model, save_model
 from persona_engine_ppd.config import DPOConfig, ModelConfig
 from persona_engine_ppd.precision import resolve_dtype
 from persona_engine_ppd.sampling import initial_noise, sample_images
-from persona_engine_ppd.synthetic import render_shapes
 from persona_engine_ppd.trainer import _noise_scheduler, dpo_batch_loss, finetune_ppd
 from ppd_support import (
     USER_DIM,
@@ -23,7 +22,7 @@ from ppd_support import (
     pipeline_config,
     small_task,
     tiny_config,
-    write_png,
+    write_pairs_file,
 )
 
 from persona_engine.cli import cli
@@ -162,14 +161,7 @@ def test_a_bfloat16_model_saves_float32_weights_and_loads_in_either(tmp_path):
 
 
 def test_persona_ppd_train_and_generate_take_dtype(tmp_path, pipeline_dir):
-    imgs = render_shapes(12, size=8, rng=np.random.default_rng(0)).images
-    lines = []
-    for k in range(6):
-        a = write_png(tmp_path / f"{k}a.png", imgs[2 * k].transpose(1, 2, 0))
-        b = write_png(tmp_path / f"{k}b.png", imgs[2 * k + 1].transpose(1, 2, 0))
-        lines.append({"user_id": f"u{k % 2}", "prompt": "a cat", "chosen": a, "rejected": b})
-    pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    pairs, lines = write_pairs_file(tmp_path)
     config = tmp_path / "dpo.json"
     config.write_text(json.dumps({"batch_size": 2, "warmup_steps": 0, "lr": 0.05}))
     enc = json.dumps({"image_size": 8, "dim": USER_DIM})
