@@ -12,6 +12,7 @@ later collection; `persona serve` and `persona ingest` do it, the library never 
 from __future__ import annotations
 
 import gc
+import time
 
 from .config import env_switch
 
@@ -26,3 +27,31 @@ def freeze_startup_objects() -> int:
     gc.collect()
     gc.freeze()
     return gc.get_freeze_count()
+
+
+class FullCollections:
+    """Counts the garbage collector's full (generation 2) collections while it is open, and the
+    time they took: ``with FullCollections() as gcs: ...; gcs.count, gcs.seconds``. For
+    benchmarks that want to tell a slow operation from one a collection happened to pause."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.seconds = 0.0
+        self._started: float | None = None
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            self.count += 1
+            self.seconds += time.perf_counter() - self._started
+            self._started = None
+
+    def __enter__(self) -> FullCollections:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)

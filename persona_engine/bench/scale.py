@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ..heap import freeze_startup_objects
+from ..heap import FullCollections, freeze_startup_objects
 from ..progress import progress_bar
 from ..store import Store
 from .scale_population import PROMPT, ScalePopulation
@@ -383,6 +383,7 @@ def _updates(engine: Any, pop: ScalePopulation, cfg: ScaleConfig, log: Any) -> d
 
     rng = np.random.default_rng(cfg.seed + 2)
     update_times, query_times, moved, added = [], [], 0, 0
+    update_gc: list[tuple[int, float]] = []  # full collections inside each update, and their time
     for u in rng.choice(cfg.users, min(50, cfg.users), replace=False).tolist():
         uid = pop.user_id(int(u))
         before = engine.store.profile(uid, engine.model_record().id).vector
@@ -391,8 +392,10 @@ def _updates(engine: Any, pop: ScalePopulation, cfg: ScaleConfig, log: Any) -> d
             user_id=uid, prompt=PROMPT, chosen=pop.items[a], rejected=pop.items[b], source="update"
         )
         t = time.perf_counter()
-        added += engine.record(comp, update_profile=True)
+        with FullCollections() as gcs:
+            added += engine.record(comp, update_profile=True)
         update_times.append(time.perf_counter() - t)
+        update_gc.append((gcs.count, gcs.seconds))
         t = time.perf_counter()
         engine.similar_users(uid, 10)  # includes catching the index up
         query_times.append(time.perf_counter() - t)
@@ -409,6 +412,12 @@ def _updates(engine: Any, pop: ScalePopulation, cfg: ScaleConfig, log: Any) -> d
     compaction = _compaction(engine, deleted)
     res: dict[str, Any] = {
         "online_update": _latencies(update_times),
+        # the slowest updates, and the full garbage collections that ran inside each
+        "online_update_slowest": [
+            {"ms": round(1000 * update_times[i], 2), "gc_full": n, "gc_ms": round(1000 * s, 2)}
+            for i in np.argsort(update_times)[::-1][:5].tolist()
+            for n, s in [update_gc[i]]
+        ],
         "comparisons_added": added,
         "first_query_after_update": _latencies(query_times),
         "index_vectors_changed": moved,

@@ -40,6 +40,8 @@ class ServeBenchConfig:
     encoder: str = "hashing"
     fault_writes: int = 1000
     seed: int = 0
+    #: the load generator: "lean" (:mod:`.http_client`, little CPU per request) or "httpx"
+    client: str = "lean"
 
 
 @dataclass
@@ -218,20 +220,27 @@ async def _clients(
     """``cfg.writers`` writer tasks and ``cfg.readers`` reader tasks sharing the request counts."""
     import httpx
 
+    from .http_client import ClientError, LeanClient
+
     record, score = KindStats(), KindStats()
     rng = np.random.default_rng(cfg.seed)
     pool = [f"candidate reply {i} with {'many extra words ' * (i % 4)}" for i in range(200)]
-    limits = httpx.Limits(max_connections=cfg.writers + cfg.readers)
-    async with httpx.AsyncClient(
-        base_url=url, headers={"Authorization": f"Bearer {key}"}, limits=limits, timeout=60.0
-    ) as client:
+    headers = {"Authorization": f"Bearer {key}"}
+    if cfg.client == "lean":
+        session: Any = LeanClient(url, headers, timeout=60.0)
+    elif cfg.client == "httpx":
+        limits = httpx.Limits(max_connections=cfg.writers + cfg.readers)
+        session = httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=60.0)
+    else:
+        raise ValueError(f"unknown load generator {cfg.client!r}; known: lean, httpx")
+    async with session as client:
 
         async def call(stats: KindStats, path: str, body: dict[str, Any]) -> bool:
             stats.requests += 1
             t = time.perf_counter()
             try:
                 r = await client.post(path, json=body)
-            except httpx.HTTPError as e:
+            except (httpx.HTTPError, ClientError) as e:
                 stats.errors[type(e).__name__] = stats.errors.get(type(e).__name__, 0) + 1
                 return False
             stats.latencies_ms.append((time.perf_counter() - t) * 1000)
@@ -301,7 +310,7 @@ def _stored(db: Path, acked: list[tuple[str, str]], tag: str) -> tuple[int, int,
 
 def load_run(server: ServerProcess, key: str, cfg: ServeBenchConfig) -> dict[str, Any]:
     acked: list[tuple[str, str]] = []
-    cpu_before = server.cpu_seconds()
+    cpu_before, client_before = server.cpu_seconds(), time.process_time()
     record, score, wall = asyncio.run(
         _clients(
             server.url,
@@ -314,7 +323,7 @@ def load_run(server: ServerProcess, key: str, cfg: ServeBenchConfig) -> dict[str
             stop=threading.Event(),
         )
     )
-    cpu_after = server.cpu_seconds()
+    cpu_after, client_cpu = server.cpu_seconds(), time.process_time() - client_before
     server.stop()
     found, stored, integrity = _stored(server.home / "persona.db", acked, "load")
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
@@ -324,6 +333,10 @@ def load_run(server: ServerProcess, key: str, cfg: ServeBenchConfig) -> dict[str
         "server_cpu_ms_per_request": None
         if cpu is None
         else round(1000 * cpu / max(1, record.requests + score.requests), 3),
+        # the load generator shares the machine's cores with the server: its own CPU per request
+        "client_cpu_ms_per_request": round(
+            1000 * client_cpu / max(1, record.requests + score.requests), 3
+        ),
         "record": record.summary(wall),
         "score": score.summary(wall),
         "writes_acknowledged": len(acked),

@@ -34,6 +34,14 @@ from .bench import bench
 )
 @click.option("--no-fault", is_flag=True, help="Skip the kill -9 run.")
 @click.option(
+    "--client",
+    default="lean",
+    show_default=True,
+    type=click.Choice(["lean", "httpx"]),
+    help="The load generator: 'lean' (keep-alive HTTP/1.1 on asyncio streams, little CPU per "
+    "request) or 'httpx' (its own CPU competes with the server's on a small machine).",
+)
+@click.option(
     "--database",
     default=None,
     help="A postgresql:// URL the servers share (with --replicas; default: a throwaway server).",
@@ -66,6 +74,7 @@ def bench_serve(
     encoder: str,
     fault_writes: int,
     no_fault: bool,
+    client: str,
     database: str | None,
     replicas: int,
     home: Path | None,
@@ -82,6 +91,7 @@ def bench_serve(
         candidates=candidates,
         encoder=encoder,
         fault_writes=fault_writes,
+        client=client,
     )
     if database is not None or replicas > 1:
         _replicas(cfg, database, replicas, not no_fault, out)
@@ -92,8 +102,8 @@ def bench_serve(
     _latency_table(load)
     if load.get("server_cpu_ms_per_request") is not None:
         click.echo(
-            f"server CPU {load['server_cpu_s']} s: {load['server_cpu_ms_per_request']} ms per request "
-            f"(load average at start {result['load_average_at_start']})"
+            f"server CPU {load['server_cpu_s']} s: {load['server_cpu_ms_per_request']} ms per request; "
+            f"the client's own {load['client_cpu_ms_per_request']} ms (load average at start {result['load_average_at_start']})"
         )
     click.echo(
         f"acknowledged writes {load['writes_acknowledged']}, found in the store {load['acknowledged_found']}, lost {load['lost']}, integrity {load['integrity_check']}"

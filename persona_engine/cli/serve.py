@@ -76,6 +76,7 @@ def serve(
         auth=not no_auth,
         max_body_bytes=max_body_bytes,
         synchronous="full" if durable else "normal",
+        freeze_heap=True,
     )
     from ..engine import Engine
 
@@ -86,9 +87,6 @@ def serve(
             "warning: no API key yet, so every request but /health gets 401; create one with `persona keys create`",
             err=True,
         )
-    from ..heap import freeze_startup_objects
-
-    freeze_startup_objects()  # the imports and the engine: see persona_engine.heap
     uvicorn.run(
         app, host=host, port=port, log_level=log_level, workers=1, timeout_graceful_shutdown=10
     )

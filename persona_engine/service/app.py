@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import __version__
 from ..engine import Engine
 from ..errors import PersonaEngineError
+from ..heap import freeze_startup_objects
 from .auth import KeyRing
 from .config import ServiceConfig
 from .dashboard import install_dashboard
@@ -38,14 +39,21 @@ log = logging.getLogger("persona_engine.service")
 
 
 def _preload(engine: Engine) -> None:
-    """Load the active model and its encoder before the first request, not during it."""
+    """Load the active model and its encoder, and score once under the population prior, before
+    the first request: the model files, the encoder's weights and the modules torch imports on
+    first use are then in place (and, with ``freeze_heap``, out of the collector's reach). The
+    warm-up texts are encoded directly, never stored or cached."""
     try:
-        rec, _ = engine.load_model()
-        engine.model_encoder(rec)
+        rec, backend = engine.load_model()
+        encoder = engine.model_encoder(rec)
     except (
         PersonaEngineError
     ) as e:  # no model yet: scoring answers 404 no_model until one is trained
         log.info("no model preloaded: %s", e)
+        return
+    prompt, candidates = "warm-up", ["a warm-up answer", "another warm-up answer"]
+    items = encoder.encode_pairs([prompt] * len(candidates), candidates)
+    backend.reward(backend.prior(), encoder.encode_prompts([prompt])[0], items)
 
 
 def create_app(
@@ -77,6 +85,9 @@ def create_app(
         await run_in_threadpool(_preload, engine)
         # other replicas' profile changes reach this one's indexes as they commit (PostgreSQL)
         unfollow = engine.follow_profile_changes()
+        await run_in_threadpool(lambda: None)  # the thread pool's modules, imported on first use
+        if config.freeze_heap:
+            freeze_startup_objects()  # everything start-up imported and loaded: persona_engine.heap
         yield
         if unfollow is not None:
             unfollow()

@@ -42,6 +42,10 @@ class ServiceConfig(BaseModel):
         "normal",
         description="SQLite synchronous mode. 'normal' (WAL) survives a killed process; 'full' also survives power loss.",
     )
+    freeze_heap: bool = Field(
+        False,
+        description="Once start-up (model, encoder, a warm-up score) is done, move every object alive out of the garbage collector's reach (gc.freeze; see persona_engine.heap). `persona serve` turns it on: the process is the server's own.",
+    )
     train_timeout_s: float = Field(
         3600.0, gt=0, description="A training run longer than this is stopped and marked failed."
     )

@@ -14,6 +14,8 @@ pytest.importorskip("fastapi")
 sys.path.insert(0, str(Path(__file__).parent))
 from service_support import BT_FAST, Api, make_engine, open_api, population  # noqa: E402
 
+from persona_engine.engine import Engine  # noqa: E402
+
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
@@ -34,9 +36,8 @@ def trained_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return home
 
 
-@pytest.fixture
-def trained_api(trained_home: Path, tmp_path: Path) -> Iterator[Api]:
-    """A copy of the trained store, so each test may change it."""
+def trained_copy(trained_home: Path, tmp_path: Path) -> Engine:
+    """An engine on a copy of the trained store, so a test may change it."""
     import shutil
 
     home = tmp_path / "home"
@@ -44,7 +45,13 @@ def trained_api(trained_home: Path, tmp_path: Path) -> Iterator[Api]:
     engine = make_engine(home)
     with engine.store.transaction() as conn:  # the registry keeps absolute model paths
         conn.execute("UPDATE models SET path = replace(path, ?, ?)", (str(trained_home), str(home)))
-    with open_api(engine) as api:
+    return engine
+
+
+@pytest.fixture
+def trained_api(trained_home: Path, tmp_path: Path) -> Iterator[Api]:
+    """A copy of the trained store, so each test may change it."""
+    with open_api(trained_copy(trained_home, tmp_path)) as api:
         yield api
 
 
