@@ -32,6 +32,7 @@ from .serve import (
     ServerProcess,
     _clients,
     free_port,
+    postgres_cpu_seconds,
     prepare_home,
 )
 
@@ -99,6 +100,15 @@ async def _spread(
     return list(results), time.perf_counter() - started
 
 
+def _cpu(servers: list[ServerProcess]) -> dict[str, float]:
+    """CPU seconds so far: the replicas together, the PostgreSQL processes, this process."""
+    return {
+        "servers": sum(s.cpu_seconds() or 0.0 for s in servers),
+        "database": postgres_cpu_seconds() or 0.0,
+        "client": time.process_time(),
+    }
+
+
 def _merge(stats: list[KindStats]) -> KindStats:
     out = KindStats()
     for s in stats:
@@ -116,6 +126,7 @@ def load_run(
 ) -> dict[str, Any]:
     acked: list[tuple[str, str]] = []
     stops = [threading.Event() for _ in servers]
+    cpu_before = _cpu(servers)
     per, wall = asyncio.run(
         _spread(
             servers,
@@ -128,10 +139,17 @@ def load_run(
             stops=stops,
         )
     )
+    cpu = {k: v - cpu_before[k] for k, v in _cpu(servers).items()}
+    record, score = _merge([p[0] for p in per]), _merge([p[1] for p in per])
+    n = max(1, record.requests + score.requests)
     return {
         "wall_s": round(wall, 2),
-        "record": _merge([p[0] for p in per]).summary(wall),
-        "score": _merge([p[1] for p in per]).summary(wall),
+        # CPU per request: the replicas' processes, the database server's, the load generator's
+        "server_cpu_ms_per_request": round(1000 * cpu["servers"] / n, 3),
+        "database_cpu_ms_per_request": round(1000 * cpu["database"] / n, 3),
+        "client_cpu_ms_per_request": round(1000 * cpu["client"] / n, 3),
+        "record": record.summary(wall),
+        "score": score.summary(wall),
         "per_replica": [{"record": r.summary(w), "score": s.summary(w)} for r, s, w in per],
         "writes_acknowledged": len(acked),
         **_stored(database, acked, "load"),

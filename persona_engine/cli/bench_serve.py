@@ -133,6 +133,10 @@ def _replicas(cfg: Any, database: str | None, replicas: int, fault: bool, out: P
     )
     _latency_table(load)
     click.echo(
+        f"CPU per request: the replicas {load['server_cpu_ms_per_request']} ms, PostgreSQL "
+        f"{load['database_cpu_ms_per_request']} ms, the client {load['client_cpu_ms_per_request']} ms"
+    )
+    click.echo(
         f"acknowledged writes {load['writes_acknowledged']}, found {load['acknowledged_found']}, "
         f"stored twice {load['stored_twice']}, lost {load['lost']}, integrity {load['integrity_check']}"
     )
