@@ -21,6 +21,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,9 @@ class ServeBenchConfig:
     seed: int = 0
     #: the load generator: "lean" (:mod:`.http_client`, little CPU per request) or "httpx"
     client: str = "lean"
+    #: CPUs for each server process (``persona serve --cpus``) and for the load generator
+    server_cpus: str | None = None
+    client_cpus: str | None = None
 
 
 @dataclass
@@ -110,6 +115,22 @@ def postgres_cpu_seconds() -> float | None:
     return total
 
 
+@contextmanager
+def client_on_cpus(cpus: str | None) -> Iterator[None]:
+    """Run this process (the load generator) on ``cpus`` for the block, then as before."""
+    if cpus is None:
+        yield
+        return
+    from ..cpus import parse_cpus, pin_to_cpus
+
+    before = sorted(os.sched_getaffinity(0))
+    pin_to_cpus(parse_cpus(cpus))
+    try:
+        yield
+    finally:
+        pin_to_cpus(before)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
@@ -166,8 +187,16 @@ class ServerProcess:
     """``python -m persona_engine.service`` on 127.0.0.1 with its own user directory, on its
     SQLite file or on ``database`` (passed in the environment)."""
 
-    def __init__(self, home: Path, port: int, encoder: str, database: str | None = None):
+    def __init__(
+        self,
+        home: Path,
+        port: int,
+        encoder: str,
+        database: str | None = None,
+        cpus: str | None = None,
+    ):
         self.home, self.port, self.encoder, self.database = home, port, encoder, database
+        self.cpus = cpus
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = home / "server.log"
 
@@ -193,6 +222,7 @@ class ServerProcess:
             self.encoder,
             "--log-level",
             "warning",
+            *(["--cpus", self.cpus] if self.cpus is not None else []),
         ]
         started = time.perf_counter()
         with open(self.log, "ab") as log:
@@ -429,7 +459,7 @@ def run_serve_bench(
     t = time.perf_counter()
     key = prepare_home(home, cfg.encoder)
     prepare_s = time.perf_counter() - t
-    server = ServerProcess(home, free_port(), cfg.encoder)
+    server = ServerProcess(home, free_port(), cfg.encoder, cpus=cfg.server_cpus)
     try:
         start_s = server.start()
         result: dict[str, Any] = {
@@ -439,10 +469,11 @@ def run_serve_bench(
             "prepare_s": round(prepare_s, 2),
             "server_start_s": round(start_s, 2),
         }
-        result["load"] = load_run(server, key, cfg)
-        if fault:
-            server.start()
-            result["fault"] = fault_run(server, key, cfg)
+        with client_on_cpus(cfg.client_cpus):
+            result["load"] = load_run(server, key, cfg)
+            if fault:
+                server.start()
+                result["fault"] = fault_run(server, key, cfg)
         result["machine"] = {
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],

@@ -31,6 +31,7 @@ from .serve import (
     ServeBenchConfig,
     ServerProcess,
     _clients,
+    client_on_cpus,
     free_port,
     postgres_cpu_seconds,
     prepare_home,
@@ -243,13 +244,14 @@ def run_replicas_bench(
         key = prepare_home(root / "prepare", cfg.encoder, database)
         prepare_s = time.perf_counter() - t
         servers = [
-            ServerProcess(root / f"replica{i}", free_port(), cfg.encoder, database)
+            ServerProcess(root / f"replica{i}", free_port(), cfg.encoder, database, cfg.server_cpus)
             for i in range(replicas)
         ]
         for s in servers:
             s.home.mkdir(parents=True)
             stack.callback(s.kill)
         start_s = [round(s.start(), 2) for s in servers]
+        stack.enter_context(client_on_cpus(cfg.client_cpus))
         result: dict[str, Any] = {
             "config": {**dataclasses.asdict(cfg), "replicas": replicas, "store": "postgresql"},
             "host": HOST,

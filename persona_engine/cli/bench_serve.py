@@ -42,6 +42,16 @@ from .bench import bench
     "request) or 'httpx' (its own CPU competes with the server's on a small machine).",
 )
 @click.option(
+    "--server-cpus",
+    default=None,
+    help="CPUs for each server process (`persona serve --cpus`), e.g. 0. Default: the OS decides.",
+)
+@click.option(
+    "--client-cpus",
+    default=None,
+    help="CPUs for the load generator (this process), e.g. 1. Default: the OS decides.",
+)
+@click.option(
     "--database",
     default=None,
     help="A postgresql:// URL the servers share (with --replicas; default: a throwaway server).",
@@ -75,6 +85,8 @@ def bench_serve(
     fault_writes: int,
     no_fault: bool,
     client: str,
+    server_cpus: str | None,
+    client_cpus: str | None,
     database: str | None,
     replicas: int,
     home: Path | None,
@@ -92,6 +104,8 @@ def bench_serve(
         encoder=encoder,
         fault_writes=fault_writes,
         client=client,
+        server_cpus=server_cpus,
+        client_cpus=client_cpus,
     )
     if database is not None or replicas > 1:
         _replicas(cfg, database, replicas, not no_fault, out)

@@ -37,6 +37,12 @@ from .common import database_option
     help="SQLite synchronous=FULL: acknowledged writes survive power loss, not only a killed process.",
 )
 @click.option(
+    "--cpus",
+    default=None,
+    help="Run the server on these CPUs only, e.g. 0 or 0-1 (Linux): one core avoids handing the "
+    "interpreter lock between cores (see persona_engine.cpus). Default: wherever the OS puts it.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
@@ -50,6 +56,7 @@ def serve(
     no_auth: bool,
     max_body_bytes: int,
     durable: bool,
+    cpus: str | None,
     log_level: str,
 ) -> None:
     """Serve the engine over HTTP (API keys: `persona keys create`; docs at /docs)."""
@@ -78,6 +85,10 @@ def serve(
         synchronous="full" if durable else "normal",
         freeze_heap=True,
     )
+    if cpus is not None:
+        from ..cpus import parse_cpus, pin_to_cpus
+
+        pin_to_cpus(parse_cpus(cpus))
     from ..engine import Engine
 
     engine = Engine(database=database_option(), encoder=encoder, encoder_config=enc_config)
