@@ -26,6 +26,7 @@ showcase users) and ``images_interpolation.png`` (between two users).
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -501,6 +502,9 @@ def run_seed(
             "objective": m["encoder_objective"],
             "id": engine.encoder(encoder["encoder"], encoder["encoder_config"]).id,
             "oracle": m["encoder"] == "tiny-image-supervised",
+            "variance_covariance": m["encoder_variance_covariance"],
+            "whiten": m["encoder_whiten"],
+            "spectrum_as_trained": {k: round(v, 3) for k, v in m["encoder_spectrum"].items()},
             "probe_r2": dict(
                 zip(("redness", "brightness", "x_position"), encoder_probe(run, seed))
             ),
@@ -533,6 +537,7 @@ def run_seed(
             "engine_generate_user_4_images": round(api_seconds, 2),
             "total": round(time.perf_counter() - started, 1),
         },
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         **{k: v for k, v in ev.items() if k != "sampling_seconds"},
         "api_check": {
             "user": user,
@@ -587,7 +592,14 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "benchmark": "images",
         "preset": first["preset"],
         "seeds": [r["seed"] for r in results],
-        "encoder": {k: v for k, v in first["encoder"].items() if k != "probe_r2"},
+        "encoder": {
+            k: v
+            for k, v in first["encoder"].items()
+            if k not in ("probe_r2", "spectrum_as_trained")
+        },
+        "encoder_effective_rank": _over_seeds(
+            [r["encoder"]["spectrum_as_trained"]["effective_rank"] for r in results]
+        ),
         "encoder_probe_r2": _over_seeds(
             [float(np.mean(list(r["encoder"]["probe_r2"].values()))) for r in results]
         ),
@@ -662,8 +674,10 @@ def markdown(summary: dict[str, Any]) -> str:
     """The BENCHMARKS.md table of a summary: per split and condition, the mean over seeds with its
     CI and every seed."""
     enc = summary["encoder"]
+    weights = enc.get("variance_covariance")
+    vc = f", variance/covariance {weights[0]:g}/{weights[1]:g}" if weights else ""
     lines = [
-        f"encoder: {enc['name']} ({enc['objective']}{', ORACLE' if enc['oracle'] else ''}); seeds {summary['seeds']}",
+        f"encoder: {enc['name']} ({enc['objective']}{vc}{', whitened' if enc.get('whiten') else ''}{', ORACLE' if enc['oracle'] else ''}); seeds {summary['seeds']}",
         "",
         "| split | condition | win rate vs base: mean (95% CI over seeds) | per seed | worst | reward gain (std units) |",
         "|---|---|---|---|---|---|",

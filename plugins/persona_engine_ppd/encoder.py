@@ -2,8 +2,8 @@
 
 - ``tiny-image``: a small CNN built in code (:mod:`.image_net`), trained self-supervised on the
   synthetic task's images by :func:`persona_engine_ppd.trainer.train_image_encoder`
-  (reconstruction plus augmentation invariance: it never sees an attribute, a reward or a
-  preference); weights from a safetensors file, or fixed random weights from a seed when none
+  (reconstruction plus augmentation invariance, optionally VICReg's variance and covariance
+  terms against collapse: it never sees an attribute, a reward or a preference); weights from a safetensors file, or fixed random weights from a seed when none
   are given.
 - ``tiny-image-supervised``: the same network trained with a read-out of the images' drawing
   attributes (hue, value, position), which the synthetic task's gold rewards are computed from:

@@ -3,7 +3,8 @@ trains it as an autoencoder, and the augmentations of its invariance term.
 
 It stands in for PPD's frozen vision-language model, which no one can install here. The default
 (``tiny-image``) is self-supervised: reconstruction of the pixels plus invariance to pixel noise
-and masking, nothing else (:func:`persona_engine_ppd.trainer.train_image_encoder`). The
+and masking (optionally VICReg's variance and covariance terms against collapse), nothing else
+(:func:`persona_engine_ppd.trainer.train_image_encoder`). The
 ``tiny-image-supervised`` variant adds a linear read-out of the images' drawing attributes (hue,
 value, position, size, shape), the very quantities the synthetic task's gold rewards are computed
 from: an oracle, kept only for comparison."""

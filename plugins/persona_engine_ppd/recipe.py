@@ -67,6 +67,15 @@ class SyntheticRecipeConfig(PluginConfig):
             description="How the tiny image encoder learns. 'self-supervised' (encoder 'tiny-image'): reconstruction of augmented views plus augmentation invariance, pixels only. 'reconstruction': a plain autoencoder (ablation). 'supervised-attributes' (encoder 'tiny-image-supervised'): plus a read-out of the hue, value and position the gold rewards are computed from, an oracle kept for comparison.",
         )
     )
+    encoder_variance_covariance: bool = Field(
+        False,
+        description="With encoder_objective 'self-supervised', add VICReg's variance and "
+        "covariance terms (Bardes et al. 2022) on both views' embeddings, weights 25 and 1 "
+        "(trainer.VARIANCE_WEIGHT, COVARIANCE_WEIGHT). Without them the embedding can collapse "
+        "onto one direction and the autoencoder stall; with them it spreads (effective rank "
+        "14-22 of 32), but the 4-pair win rate did not rise over 5 seeds (BENCHMARKS.md), so "
+        "the default stays reconstruction and invariance only.",
+    )
     encoder_whiten: bool = Field(
         True,
         description="Whiten the encoder's embedding on the pool (folded into its last layer): a "
@@ -163,7 +172,15 @@ def train_synthetic(
 ) -> SyntheticRun:
     """Run the recipe (see the module docstring); save the model to ``directory`` when given."""
     from .checkpoint import build_model, save_model
-    from .trainer import finetune_ppd, pretrain_base, train_image_encoder, whiten_head
+    from .trainer import (
+        COVARIANCE_WEIGHT,
+        VARIANCE_WEIGHT,
+        embedding_spectrum,
+        finetune_ppd,
+        pretrain_base,
+        train_image_encoder,
+        whiten_head,
+    )
 
     if cfg.model.backbone != "tiny" or cfg.model.encoder not in ENCODER_NAMES.values():
         raise ValueError("the synthetic recipe trains the tiny backbone with a tiny image encoder")
@@ -175,6 +192,7 @@ def train_synthetic(
     seconds["task"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    regularised = cfg.encoder_variance_covariance and cfg.encoder_objective == "self-supervised"
     enc_state = train_image_encoder(
         task.pool.images,
         image_size=size,
@@ -184,10 +202,13 @@ def train_synthetic(
         attributes=(
             task.pool.attributes if cfg.encoder_objective == "supervised-attributes" else None
         ),
+        variance_weight=VARIANCE_WEIGHT if regularised else 0.0,
+        covariance_weight=COVARIANCE_WEIGHT if regularised else 0.0,
         checkpoint_dir=None if work is None else work / "encoder",
         progress=progress,
     )
     features = embed_with(enc_state, task.pool.images, size, cfg.encoder_dim)
+    spectrum = embedding_spectrum(features)  # as trained, before any whitening
     if cfg.encoder_whiten:
         enc_state = whiten_head(enc_state, features)
         features = embed_with(enc_state, task.pool.images, size, cfg.encoder_dim)
@@ -230,6 +251,11 @@ def train_synthetic(
         "dpo_beta": cfg.dpo.beta_for("tiny"),
         "encoder": model_cfg.encoder,
         "encoder_objective": cfg.encoder_objective,
+        "encoder_variance_covariance": (
+            [VARIANCE_WEIGHT, COVARIANCE_WEIGHT] if regularised else None
+        ),
+        "encoder_whiten": cfg.encoder_whiten,
+        "encoder_spectrum": spectrum,
         "held_out_octant": None if cfg.held_out_octant is None else list(cfg.held_out_octant),
         "train_users": cfg.train_users,
         "train_pairs": len(task.pairs),

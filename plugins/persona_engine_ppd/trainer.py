@@ -33,6 +33,7 @@ from .users import pool_pairs
 __all__ = [
     "StepResult",
     "dpo_batch_loss",
+    "embedding_spectrum",
     "finetune_ppd",
     "finetune_ppd_on_pairs",
     "learning_rate",
@@ -48,6 +49,14 @@ def _trainable(module: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
 
 #: How the tiny image encoder can be trained (see :func:`train_image_encoder`).
 ENCODER_OBJECTIVES = ("self-supervised", "reconstruction", "supervised-attributes")
+#: Weights of VICReg's variance and covariance terms when the recipe adds them to the
+#: self-supervised objective (``encoder_variance_covariance``; reconstruction and invariance weigh
+#: 1): the paper's 25 and 1. Of 1/0.04, 5/0.2 and 25/1 on the bench's five pools, 25/1 gave the
+#: highest effective rank of the pool embedding (median 17 of 32) and the lowest final
+#: reconstruction loss; gold-free figures only. Off by default: over 5 seeds the 4-pair win rate
+#: did not rise (BENCHMARKS.md, "Personalized images").
+VARIANCE_WEIGHT = 25.0
+COVARIANCE_WEIGHT = 1.0
 
 
 def train_image_encoder(
@@ -58,6 +67,8 @@ def train_image_encoder(
     cfg: StepTrainingConfig,
     objective: str = "self-supervised",
     attributes: np.ndarray | None = None,
+    variance_weight: float = 0.0,
+    covariance_weight: float = 0.0,
     checkpoint_dir: str | Path | None = None,
     progress: bool = False,
 ) -> dict[str, torch.Tensor]:
@@ -67,17 +78,27 @@ def train_image_encoder(
     - ``self-supervised`` (the default ``tiny-image``): an autoencoder that reconstructs each image
       from an augmented view (:func:`.image_net.augment`), ink-weighted
       (:func:`.loss.ink_weighted_reconstruction`), plus the invariance of two views' embeddings
-      (:func:`.loss.invariance_loss`). Pixels only: no attribute, reward or preference.
+      (:func:`.loss.invariance_loss`). Pixels only: no attribute, reward or preference. With
+      ``variance_weight`` / ``covariance_weight`` above zero, plus VICReg's variance and
+      covariance terms on both views' embeddings (:func:`.loss.variance_loss`,
+      :func:`.loss.covariance_loss`), against dimensional collapse (the recipe's option
+      ``encoder_variance_covariance`` uses :data:`VARIANCE_WEIGHT` and
+      :data:`COVARIANCE_WEIGHT`).
     - ``reconstruction``: the plain autoencoder (unweighted, no augmentation), an ablation.
     - ``supervised-attributes`` (``tiny-image-supervised``): reconstruction plus a linear read-out
       of ``attributes`` (n, k), the images' drawing attributes. On the synthetic task those are
       what the gold rewards are computed from: an oracle, for comparison only.
     """
     from .image_net import TinyImageDecoder, TinyImageNet, augment
-    from .loss import ink_weighted_reconstruction, invariance_loss
+    from .loss import covariance_loss, ink_weighted_reconstruction, invariance_loss, variance_loss
 
     if objective not in ENCODER_OBJECTIVES:
         raise ValueError(f"unknown encoder objective {objective!r}; known: {ENCODER_OBJECTIVES}")
+    if variance_weight < 0 or covariance_weight < 0:
+        raise ValueError("the variance and covariance weights cannot be negative")
+    regularised = variance_weight > 0 or covariance_weight > 0
+    if regularised and objective != "self-supervised":
+        raise ValueError("the variance and covariance terms belong to objective='self-supervised'")
     if (objective == "supervised-attributes") != (attributes is not None):
         raise ValueError(
             "attributes are given with, and only with, objective='supervised-attributes'"
@@ -104,10 +125,13 @@ def train_image_encoder(
             z_a, z_b = encoder(augment(x, gen)), encoder(augment(x, gen))
             recon = ink_weighted_reconstruction(decoder(z_a), x)
             inv = invariance_loss(z_a, z_b)
-            return recon + inv, {
-                "reconstruction": float(recon.detach()),
-                "invariance": float(inv.detach()),
-            }
+            logs = {"reconstruction": float(recon.detach()), "invariance": float(inv.detach())}
+            if not regularised:
+                return recon + inv, logs
+            var = variance_loss(z_a) + variance_loss(z_b)
+            cov = covariance_loss(z_a) + covariance_loss(z_b)
+            logs.update(variance=float(var.detach()), covariance=float(cov.detach()))
+            return recon + inv + variance_weight * var + covariance_weight * cov, logs
         z = encoder(x)
         recon = torch.nn.functional.mse_loss(decoder(z), x)
         if targets is None:
@@ -149,6 +173,19 @@ def whiten_head(state: dict[str, torch.Tensor], features: np.ndarray) -> dict[st
     out["head.weight"] = torch.from_numpy(a @ w).to(state["head.weight"].dtype)
     out["head.bias"] = torch.from_numpy(a @ (b - mean)).to(state["head.bias"].dtype)
     return out
+
+
+def embedding_spectrum(features: np.ndarray) -> dict[str, float]:
+    """How many directions an embedding (n, d) spreads over, from the eigenvalues ``l`` of its
+    covariance: the effective rank ``(sum l)^2 / sum l^2`` (the participation ratio: d for
+    isotropic, 1 when one direction holds everything) and the largest eigenvalue's share."""
+    lam = np.clip(
+        np.linalg.eigvalsh(np.cov(np.asarray(features, np.float64), rowvar=False)), 0, None
+    )
+    return {
+        "effective_rank": float(lam.sum() ** 2 / (lam**2).sum()),
+        "top_share": float(lam.max() / lam.sum()),
+    }
 
 
 def _noise_scheduler(model: Any) -> Any:

@@ -47,6 +47,11 @@ def test_images_bench_writes_figures_and_pictures_and_resumes(tmp_path):
     assert out["encoder"]["objective"] == "self-supervised"
     assert out["encoder"]["id"].startswith("tiny-image:")
     assert set(out["encoder"]["probe_r2"]) == {"redness", "brightness", "x_position"}
+    # without VICReg's variance and covariance terms (the default), whitened, and how many
+    # directions its embedding spread over as trained
+    assert out["encoder"]["variance_covariance"] is None and out["encoder"]["whiten"]
+    assert 1.0 <= out["encoder"]["spectrum_as_trained"]["effective_rank"] <= 32.0
+    assert len(out["load_average"]) == 3
     # the held-out region: users from the octant no training user occupies
     region = out["held_out_region"]
     assert region["octant"] == [1, -1, 1] and region["users"] == 4
@@ -79,8 +84,11 @@ def test_images_bench_writes_figures_and_pictures_and_resumes(tmp_path):
     assert g1_seeds[0] != g1_seeds[1]  # measured 0.25 and 0.5: the mean is neither seed
     assert g1["mean"] == pytest.approx(np.mean(g1_seeds)) and g1["worst"] == min(g1_seeds)
     assert summary["per_seed_files"] == ["images_seed0.json", "images_seed1.json"]
+    ranks = [r["encoder"]["spectrum_as_trained"]["effective_rank"] for r in seeds]
+    assert summary["encoder_effective_rank"]["per_seed"] == ranks
     assert set(summary["summary"]) == {"like_training", "held_out_region"}
-    assert "| held_out_region | ppd_g2 |" in res.output and "tiny-image" in res.output
+    assert "| held_out_region | ppd_g2 |" in res.output
+    assert "tiny-image (self-supervised, whitened)" in res.output
     again = _run(tmp_path)  # resumes: the same model, the same figures
     assert again.exit_code == 0, again.output
     assert (
