@@ -383,7 +383,9 @@ def _updates(engine: Any, pop: ScalePopulation, cfg: ScaleConfig, log: Any) -> d
 
     rng = np.random.default_rng(cfg.seed + 2)
     update_times, query_times, moved, added = [], [], 0, 0
-    update_gc: list[tuple[int, float]] = []  # full collections inside each update, and their time
+    # full collections inside each update and their time; index-upkeep rounds that ended during it
+    update_gc: list[tuple[int, float, int]] = []
+    upkeep = engine._indexes.maintenance
     for u in rng.choice(cfg.users, min(50, cfg.users), replace=False).tolist():
         uid = pop.user_id(int(u))
         before = engine.store.profile(uid, engine.model_record().id).vector
@@ -391,11 +393,13 @@ def _updates(engine: Any, pop: ScalePopulation, cfg: ScaleConfig, log: Any) -> d
         comp = Comparison(
             user_id=uid, prompt=PROMPT, chosen=pop.items[a], rejected=pop.items[b], source="update"
         )
+        rounds = upkeep.rounds if upkeep is not None else 0
         t = time.perf_counter()
         with FullCollections() as gcs:
             added += engine.record(comp, update_profile=True)
         update_times.append(time.perf_counter() - t)
-        update_gc.append((gcs.count, gcs.seconds))
+        ended = (upkeep.rounds if upkeep is not None else 0) - rounds
+        update_gc.append((gcs.count, gcs.seconds, ended))
         t = time.perf_counter()
         engine.similar_users(uid, 10)  # includes catching the index up
         query_times.append(time.perf_counter() - t)
@@ -414,9 +418,15 @@ def _updates(engine: Any, pop: ScalePopulation, cfg: ScaleConfig, log: Any) -> d
         "online_update": _latencies(update_times),
         # the slowest updates, and the full garbage collections that ran inside each
         "online_update_slowest": [
-            {"ms": round(1000 * update_times[i], 2), "gc_full": n, "gc_ms": round(1000 * s, 2)}
+            {
+                "position": i,
+                "ms": round(1000 * update_times[i], 2),
+                "gc_full": n,
+                "gc_ms": round(1000 * s, 2),
+                "upkeep_rounds_ended": r,
+            }
             for i in np.argsort(update_times)[::-1][:5].tolist()
-            for n, s in [update_gc[i]]
+            for n, s, r in [update_gc[i]]
         ],
         "comparisons_added": added,
         "first_query_after_update": _latencies(query_times),
