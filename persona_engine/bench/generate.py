@@ -47,6 +47,13 @@ DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "psoups
 
 class GenerateBenchConfig(PluginConfig):
     lm: str = Field("smollm2", description="Base LM (also Drift's small LM).")
+    device: str = Field(
+        "cpu", description="torch device of every LM the bench runs (e.g. cuda; auto: cuda if any)."
+    )
+    dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32",
+        description="Weights dtype of those LMs (auto: bfloat16 on a CUDA GPU that has it).",
+    )
     data: str = Field(str(DEFAULT_DATA), description="Folder with koala_eval_50.json (P-SOUPS).")
     users: list[str] = Field(
         list(USERS), min_length=1, description="Simulated users (keys of USERS)."
@@ -155,7 +162,7 @@ def run_generate_bench(
     from persona_engine_pad.generator import PadGenerator
 
     from ..engine import Engine
-    from ..lm import DecodingConfig, load_lm
+    from ..lm import DecodingConfig, load_lm, resolve_lm_device, resolve_lm_dtype
     from ..plugins import get_encoder
     from .eval_judges import EvaluationJudges
     from .generate_methods import (
@@ -181,7 +188,12 @@ def run_generate_bench(
         seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - since
 
     prompts, train_prompts = _eval_prompts(cfg), load_prompts("general")[: cfg.train_prompts]
-    lm, vocab = load_lm(cfg.lm), load_vocabulary(["psoups"])
+    # where every LM of the bench runs, resolved once so that every generator shares one copy
+    on = {
+        "device": resolve_lm_device(cfg.device),
+        "dtype": resolve_lm_dtype(cfg.dtype, cfg.device),
+    }
+    lm, vocab = load_lm(cfg.lm, **on), load_vocabulary(["psoups"])
     encoder = get_encoder("minilm")()
     training_judge = FriendlinessJudge(encoder)
     judges = EvaluationJudges(
@@ -190,7 +202,7 @@ def run_generate_bench(
     dec = DecodingConfig(
         max_new_tokens=cfg.max_new_tokens, repetition_penalty=cfg.repetition_penalty
     )
-    common = {"lm": cfg.lm, "attributes": ["psoups"], **dec.model_dump()}
+    common = {"lm": cfg.lm, "attributes": ["psoups"], **on, **dec.model_dump()}
     drift = DriftGenerator(
         {
             **common,
@@ -283,7 +295,7 @@ def run_generate_bench(
             )
         say(f"seed {seed}: best-of-{cfg.bestofn}")
         cands = bestofn_candidates(
-            cfg.lm, vocab.neutral_prompt, prompts, dec, n=cfg.bestofn, seed=seed
+            cfg.lm, vocab.neutral_prompt, prompts, dec, n=cfg.bestofn, seed=seed, on=on
         )
         active = {u: dict(drift.active(fitted[u], drift.config)) for u in cfg.users}
         texts["bestofn"] = bestofn_pick(

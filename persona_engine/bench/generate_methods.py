@@ -134,9 +134,17 @@ class MethodDecoders:
 
 
 def bestofn_candidates(
-    lm_spec: str, neutral_prompt: str, prompts: Sequence[str], dec: Any, *, n: int, seed: int
+    lm_spec: str,
+    neutral_prompt: str,
+    prompts: Sequence[str],
+    dec: Any,
+    *,
+    n: int,
+    seed: int,
+    on: dict[str, str] | None = None,
 ) -> list[list[str]]:
-    """``n`` sampled answers per prompt from the ``bestofn`` generator (distinct, non-empty)."""
+    """``n`` sampled answers per prompt from the ``bestofn`` generator (distinct, non-empty);
+    ``on``: its ``device`` and ``dtype``."""
     from persona_engine_bestofn.generator import BestOfNGenerator
 
     gen = BestOfNGenerator(
@@ -146,6 +154,7 @@ def bestofn_candidates(
             "max_new_tokens": dec.max_new_tokens,
             "repetition_penalty": dec.repetition_penalty,
             "system_prompt": neutral_prompt,
+            **(on or {}),
         }
     )
     return [

@@ -128,3 +128,26 @@ def test_bench_generate_unknown_user_is_a_clear_error(tmp_path, tiny_lm_dir):
     args = ["bench", "generate", "--lm", str(tiny_lm_dir), "--data", str(_data(tmp_path))]
     res = CliRunner().invoke(cli, [*args, "--users", "nobody", "--out", str(tmp_path / "g.json")])
     assert res.exit_code != 0 and "unknown bench users" in res.output
+
+
+def test_every_lm_of_the_bench_runs_in_the_device_and_dtype_asked(
+    tmp_path, tiny_lm_dir, monkeypatch
+):
+    """``-o dtype=bfloat16``: the base LM, the generators' (PAD, Drift, best-of-N) and the judges'
+    are one bfloat16 copy; none is loaded in float32 beside it (what a GPU run relies on)."""
+    import persona_engine.lm as lm_module
+
+    loaded: dict = {}
+    monkeypatch.setattr(lm_module, "_LOADED", loaded)  # this run's loads only
+    out = tmp_path / "generate.json"
+    args = ["bench", "generate", "--lm", str(tiny_lm_dir), "--data", str(_data(tmp_path))]
+    args += ["--users", "concise", "--prompts", "1", "--seeds", "0", "--train-prompts", "16"]
+    args += ["--comparisons", "10", "--max-new-tokens", "4", "--home", str(tmp_path / "home")]
+    args += ["--pad-weights", "1", "--drift-betas", "1", "--guidance", "2"]
+    for option in ("pool_tokens=4", "samples=2", "latency_tokens=2", "dpo_epochs=1", "bestofn=2"):
+        args += ["-o", option]
+    args += ["-o", "dtype=bfloat16", "--out", str(out), "--quiet"]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert {(device, dtype) for _, device, dtype in loaded} == {("cpu", "bfloat16")}
+    assert json.loads(out.read_text())["config"]["dtype"] == "bfloat16"
