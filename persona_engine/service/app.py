@@ -52,8 +52,11 @@ def _preload(engine: Engine) -> None:
         log.info("no model preloaded: %s", e)
         return
     prompt, candidates = "warm-up", ["a warm-up answer", "another warm-up answer"]
-    items = encoder.encode_pairs([prompt] * len(candidates), candidates)
-    backend.reward(backend.prior(), encoder.encode_prompts([prompt])[0], items)
+    try:
+        items = encoder.encode_pairs([prompt] * len(candidates), candidates)
+        backend.reward(backend.prior(), encoder.encode_prompts([prompt])[0], items)
+    except Exception:  # a warm-up only: a backend that cannot score this way still serves
+        log.warning("warm-up score under model %s failed", rec.id, exc_info=True)
 
 
 def create_app(

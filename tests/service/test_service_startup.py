@@ -35,3 +35,17 @@ def test_the_heap_is_frozen_after_the_warm_up_and_only_when_asked(
         return
     # the model was loaded before the freeze, and the warm-up stored nothing (no features cached)
     assert seen == [{"models": [active], "counts": before}]
+
+
+def test_a_backend_that_fails_the_warm_up_still_serves(
+    trained_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = trained_copy(trained_home, tmp_path)
+    backend = engine.load_model()[1]
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("this backend scores only stored users")
+
+    monkeypatch.setattr(backend, "prior", refuse)
+    with open_api(engine, freeze_heap=False) as api:
+        assert api.call("GET", "/v1/models").status_code == 200
