@@ -15,8 +15,10 @@
    users move apart, and what the picture grids show.
 
 Every number is stamped with the image encoder that produced it (``tiny-image``: self-supervised,
-the default; ``tiny-image-supervised``: an oracle read-out of the gold attributes, for comparison)
-and a linear probe of how much of the gold features that encoder's embedding holds.
+the default; ``tiny-image-supervised``: an oracle read-out of the gold attributes, for comparison),
+a linear probe of how much of the gold features that encoder's embedding holds, and the space user
+embeddings live in (``adapter.user_space``: the whole embedding, or the population's subspace with
+its rank and the gold-free figures that chose it).
 
 Several seeds run in turn; each seed's figures are kept (``images_seed{N}.json``), and
 ``images.json`` summarises them: the mean over seeds with a 95% t-interval, every seed, the worst
@@ -42,7 +44,10 @@ PRESETS: dict[str, dict[str, Any]] = {
             "pool_size": 8000,
             "train_users": 300,
             "pairs_per_user": 24,
-            "model": {"tiny": {"image_size": 16, "block_out_channels": [16, 32]}},
+            "model": {
+                "tiny": {"image_size": 16, "block_out_channels": [16, 32]},
+                "adapter": {"user_space": "population"},
+            },
             "encoder_training": {"steps": 300, "batch_size": 128, "lr": 2e-3, "warmup_steps": 10},
             "pretrain": {"steps": 600, "batch_size": 64, "lr": 3e-3, "warmup_steps": 20},
             "dpo": {
@@ -69,7 +74,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                     "block_out_channels": [64, 128],
                     "cross_attention_dim": 64,
                     "attention_head_dim": 16,
-                }
+                },
+                "adapter": {"user_space": "population"},
             },
             "encoder_training": {"steps": 2000, "batch_size": 256, "lr": 2e-3, "warmup_steps": 50},
             "pretrain": {"steps": 8000, "batch_size": 256, "lr": 1e-3, "warmup_steps": 200},
@@ -253,14 +259,25 @@ def evaluate(
     from persona_engine_ppd.recipe import embed_with
     from persona_engine_ppd.synthetic import label_pairs
 
+    # (inside the model's population user space when it has one, as onboarding embeds users)
     many = label_pairs(pool, z, users, 64, rng=rng, tau=tau)
     feats = embed_with(run.encoder_state, pool.images, model.backbone.image_size, model.user_dim)
-    many_vectors = {
+    many_plain = {
         u.id: pool_pairs(
             feats[many.chosen[many.user_rows[i]]], feats[many.rejected[many.user_rows[i]]]
         )
         for i, u in enumerate(users)
     }
+    many_vectors = {
+        u.id: pool_pairs(
+            feats[many.chosen[many.user_rows[i]]],
+            feats[many.rejected[many.user_rows[i]]],
+            space=model.user_space,
+        )
+        for i, u in enumerate(users)
+    }
+    # how close each 4-pair embedding comes to the same user's plain 64-pair one (labels only)
+    agreement_4_vs_64 = float(np.mean([vectors[u.id] @ many_plain[u.id] for u in users]))
 
     prompts = [SHAPES[i % len(SHAPES)] for i in range(samples)]
     noise = initial_noise(model, samples, seed + 7)
@@ -371,6 +388,7 @@ def evaluate(
         "guidance_scales": guidance_scales,
         "label_tau": tau,
         "onboard_ms_per_user": onboard_ms,
+        "embedding_cosine_4_vs_64_pairs": agreement_4_vs_64,
         "sampling_seconds": sample_seconds,
         "conditions": results,
         "held_out_region": {
@@ -509,6 +527,9 @@ def run_seed(
                 zip(("redness", "brightness", "x_position"), encoder_probe(run, seed))
             ),
         },
+        "user_space": (
+            {"kind": "encoder"} if run.model.user_space is None else run.model.user_space.info
+        ),
         "sizes": {
             "image_size": cfg.model.tiny.image_size,
             "block_out_channels": cfg.model.tiny.block_out_channels,
@@ -608,6 +629,11 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             **headline,
         },
         "summary": summary,
+        "user_space": first["user_space"]["kind"],
+        "user_space_rank": [r["user_space"].get("rank") for r in results],
+        "embedding_cosine_4_vs_64_pairs": _over_seeds(
+            [r["embedding_cosine_4_vs_64_pairs"] for r in results]
+        ),
         "interpolation_monotone": [r["interpolation"]["monotone"] for r in results],
         "seconds_total": [r["seconds"]["total"] for r in results],
         "per_seed_files": [f"images_seed{r['seed']}.json" for r in results],
@@ -676,8 +702,11 @@ def markdown(summary: dict[str, Any]) -> str:
     enc = summary["encoder"]
     weights = enc.get("variance_covariance")
     vc = f", variance/covariance {weights[0]:g}/{weights[1]:g}" if weights else ""
+    space = summary.get("user_space", "encoder")
+    ranks = summary.get("user_space_rank", [])
+    where = f"; users in the population's space (rank {ranks})" if space == "population" else ""
     lines = [
-        f"encoder: {enc['name']} ({enc['objective']}{vc}{', whitened' if enc.get('whiten') else ''}{', ORACLE' if enc['oracle'] else ''}); seeds {summary['seeds']}",
+        f"encoder: {enc['name']} ({enc['objective']}{vc}{', whitened' if enc.get('whiten') else ''}{', ORACLE' if enc['oracle'] else ''}); seeds {summary['seeds']}{where}",
         "",
         "| split | condition | win rate vs base: mean (95% CI over seeds) | per seed | worst | reward gain (std units) |",
         "|---|---|---|---|---|---|",

@@ -3,9 +3,12 @@
 A model directory holds ``ppd.json`` (the :class:`ModelConfig`, the user-embedding width, the noise
 schedule, the image encoder and what training measured), ``adapter.safetensors`` and, for the tiny
 backbone, ``backbone.safetensors`` (the pre-trained UNet and prompt embedding) and
-``encoder.safetensors`` (the trained ``tiny-image`` encoder). A pipeline-backbone model keeps only
-the adapter and points at the pipeline's directory; whether that pipeline is SD 1.5-style or
-SDXL-style is read from its UNet on loading (``backbone_variant`` in ``ppd.json`` records it).
+``encoder.safetensors`` (the trained ``tiny-image`` encoder). A model with
+``adapter.user_space="population"`` also keeps ``user_space.safetensors``, the basis of its
+training users' space (:mod:`.user_space`; its rank and how it was chosen are under ``user_space``
+in ``ppd.json``). A pipeline-backbone model keeps only the adapter (and that basis) and points at
+the pipeline's directory; whether that pipeline is SD 1.5-style or SDXL-style is read from its
+UNet on loading (``backbone_variant`` in ``ppd.json`` records it).
 """
 
 from __future__ import annotations
@@ -154,6 +157,16 @@ def save_model(
     """Write a PPD model directory (atomically: a reader never sees half a model)."""
     from safetensors.torch import save_file
 
+    from .user_space import save_user_space
+
+    space = getattr(model, "user_space", None)
+    if (cfg.adapter.user_space == "population") != (space is not None):
+        raise ValueError(
+            f"the model config says user_space={cfg.adapter.user_space!r} but the model "
+            f"{'has no' if space is None else 'has a'} population user space; "
+            "train it with that config (the trainer fits the space)"
+        )
+
     def write(tmp: Path) -> None:
         encoder_config = dict(cfg.encoder_config)
         if encoder_state is not None:
@@ -173,6 +186,8 @@ def save_model(
             "scheduler": model.scheduler_config,
             "metrics": metrics or {},
         }
+        if space is not None:
+            meta["user_space"] = save_user_space(space, tmp)
         (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2, default=str))
 
     return _atomic_write_dir(Path(directory), write)
@@ -203,6 +218,7 @@ def load_model(
     from safetensors.torch import load_file
 
     from .model import PPDModel, TinyBackbone, UserAdapter
+    from .user_space import load_user_space
 
     path = Path(directory)
     meta = read_model_info(path)
@@ -218,6 +234,8 @@ def load_model(
     )
     adapter.load_state_dict(load_file(str(path / "adapter.safetensors")))
     model = PPDModel(backbone, adapter, meta["scheduler"]).place(device, torch_dtype)
+    if cfg.adapter.user_space == "population":
+        model.user_space = load_user_space(path, meta.get("user_space"), int(meta["user_dim"]))
     model.eval()
     model.requires_grad_(False)
     return model, cfg, meta

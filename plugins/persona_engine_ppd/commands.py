@@ -112,6 +112,13 @@ def train_synthetic_cmd(
 )
 @click.option("--steps", type=int, default=None, help="Optimisation steps (overrides --config).")
 @click.option(
+    "--user-space",
+    type=click.Choice(["encoder", "population"]),
+    default="encoder",
+    show_default=True,
+    help="Where user embeddings live: the whole encoder embedding, or the subspace the training users' pairs span (needs users with more than `shots` pairs; saved with the model, used at onboarding).",
+)
+@click.option(
     "--work",
     "work_dir",
     type=click.Path(path_type=Path),
@@ -128,6 +135,7 @@ def train_cmd(
     encoder_config: str,
     config_file: Path | None,
     steps: int | None,
+    user_space: str,
     work_dir: Path | None,
     threads: int,
     dtype: str | None,
@@ -141,7 +149,7 @@ def train_cmd(
     from persona_engine.config import make_config
 
     from .checkpoint import build_model, save_model
-    from .config import DPOConfig, ModelConfig
+    from .config import AdapterConfig, DPOConfig, ModelConfig
     from .generator import register_model
     from .pairs_data import index_pairs, pair_feature_differences
     from .trainer import finetune_ppd_on_pairs
@@ -170,6 +178,7 @@ def train_cmd(
         encoder=encoder,
         encoder_config=enc_options,
         dtype=dtype or "float32",
+        adapter=AdapterConfig(user_space=user_space),
     )
     model = build_model(model_cfg, diffs.shape[1], seed=cfg.seed, device=cfg.device)
     result = finetune_ppd_on_pairs(

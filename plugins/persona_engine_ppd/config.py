@@ -73,6 +73,10 @@ class AdapterConfig(PluginConfig):
     normalize_user: bool = Field(
         True, description="Scale each pooled user embedding to unit length."
     )
+    user_space: Literal["encoder", "population"] = Field(
+        "encoder",
+        description="Where user embeddings live. 'encoder': the mean of the pairs' encoder feature differences, in the whole embedding (PPD's pooling). 'population': that mean projected onto the subspace the training users span (fitted on their pairs before Diffusion-DPO, its dimension chosen by cross-validated agreement on those pairs; saved with the model), in training and at onboarding alike (user_space.py).",
+    )
 
 
 class ModelConfig(PluginConfig):

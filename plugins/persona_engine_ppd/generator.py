@@ -125,7 +125,8 @@ class PPDGenerator(Generator):
         user_id: str,
         comparisons: Iterable[Comparison | dict[str, Any]] | None = None,
     ) -> UserProfile:
-        """Record the user's image pairs (when given) and store their PPD profile."""
+        """Record the user's image pairs (when given) and store their PPD profile (pooled inside
+        the model's population user space when it has one, ``adapter.user_space="population"``)."""
         from .users import onboard_user
 
         model_id, path = self.resolve(engine)
@@ -133,7 +134,7 @@ class PPDGenerator(Generator):
             raise NoModelError(
                 f"the PPD model at {path} is not in this engine's registry; register it first (persona_engine_ppd.register_model)"
             )
-        _, cfg, meta = self.load(path)
+        model, cfg, meta = self.load(path)
         return onboard_user(
             engine,
             model_id,
@@ -141,6 +142,7 @@ class PPDGenerator(Generator):
             user_id,
             comparisons,
             normalize=cfg.adapter.normalize_user,
+            space=model.user_space,  # the population's user space, when the model has one
         )
 
     def user_vector(self, engine: Any, user_id: str) -> tuple[np.ndarray, str]:

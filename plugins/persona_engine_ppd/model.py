@@ -36,6 +36,7 @@ from persona_engine.errors import InvalidInputError
 from persona_engine.extras import require
 
 from .config import AdapterConfig, TinyUNetConfig
+from .user_space import UserSpace
 
 
 @dataclass(frozen=True)
@@ -431,6 +432,9 @@ class PPDModel(nn.Module):
         self.backbone = backbone
         self.adapter = adapter
         self.scheduler_config = dict(scheduler_config)
+        #: the population's user space when ``adapter.cfg.user_space == "population"`` (a numpy
+        #: basis, not a parameter: fitted on the training users' pairs, see :mod:`.user_space`)
+        self.user_space: UserSpace | None = None
         adapter.attach(backbone.unet)
 
     @property

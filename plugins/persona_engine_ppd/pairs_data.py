@@ -28,6 +28,8 @@ import torch
 
 from persona_engine.errors import InvalidInputError
 
+from .user_space import UserSpace
+
 FIELDS = ("user_id", "prompt", "chosen", "rejected")
 
 
@@ -199,9 +201,11 @@ def pooled_user_embeddings(
     rng: np.random.Generator,
     *,
     normalize: bool,
+    space: UserSpace | None = None,
 ) -> np.ndarray:
     """For each pair in ``rows``, its user's embedding pooled from ``shots`` *other* pairs of
-    theirs (the mean feature difference, as :func:`.users.pool_pairs`)."""
+    theirs (the mean feature difference, as :func:`.users.pool_pairs`; projected onto ``space``,
+    when given)."""
     out = np.zeros((len(rows), diffs.shape[1]), dtype=np.float32)
     for j, r in enumerate(rows):
         own = index.user_rows[int(index.user_of[r])]
@@ -212,6 +216,8 @@ def pooled_user_embeddings(
             )
         pick = np.sort(others[rng.choice(len(others), min(shots, len(others)), replace=False)])
         u = np.asarray(diffs[pick], dtype=np.float32).mean(axis=0)
+        if space is not None:
+            u = space.project(u)
         if normalize:
             u = u / max(float(np.linalg.norm(u)), 1e-8)
         out[j] = u

@@ -10,7 +10,9 @@ epoch/early-stopping loop of :func:`persona_engine.training.fit_module` every st
 3. :func:`finetune_ppd`: PPD (Dang et al., CVPR 2025): the frozen base is the reference, only the
    adapter trains, on many users' pairs at once, each pair conditioned on its labeller's embedding
    pooled from ``shots`` other pairs of theirs, with user-embedding dropout; loss: Diffusion-DPO
-   (Wallace et al., CVPR 2024) with one timestep and one noise per pair (:mod:`.loss`).
+   (Wallace et al., CVPR 2024) with one timestep and one noise per pair (:mod:`.loss`). With
+   ``adapter.user_space="population"`` the training users' space is fitted on their pairs first
+   (:mod:`.user_space`) and every training embedding is projected onto it, as onboarding's are.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .loss import denoising_loss, denoising_target, diffusion_dpo_loss, per_samp
 from .model import cat_text
 from .steps import StepResult, learning_rate, run_steps
 from .synthetic import PreferencePairs
+from .user_space import UserSpace, population_space
 from .users import pool_pairs
 
 __all__ = [
@@ -251,9 +254,11 @@ def user_shot_embeddings(
     rng: np.random.Generator,
     *,
     normalize: bool,
+    space: UserSpace | None = None,
 ) -> np.ndarray:
     """For each pair in ``rows``, its labeller's embedding pooled from ``shots`` *other* pairs of
-    theirs (drawn afresh each time), from image features ``features`` of the pool."""
+    theirs (drawn afresh each time), from image features ``features`` of the pool (projected
+    onto ``space`` when given)."""
     out = np.zeros((len(rows), features.shape[1]), dtype=np.float32)
     for j, r in enumerate(rows):
         own = pairs.user_rows[int(pairs.user[r])]
@@ -262,7 +267,10 @@ def user_shot_embeddings(
             raise ValueError("every user needs at least two pairs to train PPD")
         pick = others[rng.choice(len(others), min(shots, len(others)), replace=False)]
         out[j] = pool_pairs(
-            features[pairs.chosen[pick]], features[pairs.rejected[pick]], normalize=normalize
+            features[pairs.chosen[pick]],
+            features[pairs.rejected[pick]],
+            normalize=normalize,
+            space=space,
         )
     return out
 
@@ -345,6 +353,13 @@ def finetune_ppd(
         raise ValueError(
             f"image features have width {features.shape[1]}, the adapter takes {model.user_dim}"
         )
+    space = population_space(
+        model,
+        features[pairs.chosen] - features[pairs.rejected],
+        [pairs.user_rows[u] for u in sorted(pairs.user_rows)],
+        shots=cfg.shots,
+        seed=cfg.seed,
+    )
     sched, beta, t_low, t_high = _prepare_dpo(model, cfg)
     device = torch.device(cfg.device)
     data = torch.from_numpy(np.asarray(images, dtype=np.float32))
@@ -356,7 +371,13 @@ def finetune_ppd(
         rows = rng.integers(0, len(pairs), cfg.batch_size)
         users = torch.from_numpy(
             user_shot_embeddings(
-                pairs, rows, features, cfg.shots, rng, normalize=adapter_cfg.normalize_user
+                pairs,
+                rows,
+                features,
+                cfg.shots,
+                rng,
+                normalize=adapter_cfg.normalize_user,
+                space=space,
             )
         ).to(device)
         return dpo_batch_loss(
@@ -424,6 +445,13 @@ def finetune_ppd_on_pairs(
         raise ValueError(
             f"pair features have shape {diffs.shape}, expected ({len(index)}, {model.user_dim})"
         )
+    space = population_space(
+        model,
+        diffs,
+        [index.user_rows[u] for u in sorted(index.user_rows)],
+        shots=cfg.shots,
+        seed=cfg.seed,
+    )
     sched, beta, t_low, t_high = _prepare_dpo(model, cfg)
     device = torch.device(cfg.device)
     adapter_cfg = model.adapter.cfg
@@ -442,7 +470,13 @@ def finetune_ppd_on_pairs(
         rows = np.array([it["index"] for it in items])
         users = torch.from_numpy(
             pooled_user_embeddings(
-                index, diffs, rows, cfg.shots, rng, normalize=adapter_cfg.normalize_user
+                index,
+                diffs,
+                rows,
+                cfg.shots,
+                rng,
+                normalize=adapter_cfg.normalize_user,
+                space=space,
             )
         ).to(device)
         return dpo_batch_loss(

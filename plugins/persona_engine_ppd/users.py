@@ -6,7 +6,9 @@ vision-language model. Here the images are embedded by an image encoder plugin a
     u = normalize( sum_i s_i (phi(x_i^w) - phi(x_i^l)) / sum_i s_i )
 
 (``s_i``: the comparison's strength; ties are left out): under Bradley-Terry with a reward linear in
-``phi``, the mean feature difference of a user's pairs points along their reward direction. The
+``phi``, the mean feature difference of a user's pairs points along their reward direction. A model
+with ``user_space="population"`` projects that mean onto the subspace its training users span
+before normalising (:mod:`.user_space`): ``u = normalize(B^T B m)``. The
 vector is stored as the user's :class:`~persona_engine.schemas.UserProfile` under the PPD model,
 through the same store as every other profile (so the profile index and similar-user search see
 it too).
@@ -31,6 +33,8 @@ from persona_engine.schemas import (
     utcnow,
 )
 
+from .user_space import UserSpace
+
 
 def pool_pairs(
     chosen: np.ndarray,
@@ -38,8 +42,10 @@ def pool_pairs(
     strength: np.ndarray | None = None,
     *,
     normalize: bool = True,
+    space: UserSpace | None = None,
 ) -> np.ndarray:
-    """The pooled user embedding of k pairs of embeddings (k, D) each (see the module docstring).
+    """The pooled user embedding of k pairs of embeddings (k, D) each (see the module docstring);
+    with ``space``, projected onto it before normalising.
 
     Batched form: (B, k, D) inputs give (B, D).
     """
@@ -63,6 +69,8 @@ def pool_pairs(
             "every pair is a tie (strength 0); a user embedding needs at least one real preference"
         )
     u = ((chosen - rejected) * s[..., None]).sum(axis=-2) / s.sum(axis=-1)[..., None]
+    if space is not None:
+        u = space.project(u)
     if normalize:
         u = u / np.maximum(np.linalg.norm(u, axis=-1, keepdims=True), 1e-8)
     return u.astype(np.float32)
@@ -105,8 +113,10 @@ def embed_user_pairs(
     strength: Sequence[float],
     *,
     normalize: bool,
+    space: UserSpace | None = None,
 ) -> np.ndarray:
-    """Pool image pairs given as file paths, through the store's feature cache."""
+    """Pool image pairs given as file paths, through the store's feature cache (projected onto
+    ``space`` when given)."""
     if not chosen:
         raise InvalidInputError(
             "a user embedding needs at least one (preferred, rejected) image pair"
@@ -120,7 +130,11 @@ def embed_user_pairs(
     )
     k = len(chosen)
     return pool_pairs(
-        feats[:k], feats[k:], np.asarray(strength, dtype=np.float32), normalize=normalize
+        feats[:k],
+        feats[k:],
+        np.asarray(strength, dtype=np.float32),
+        normalize=normalize,
+        space=space,
     )
 
 
@@ -132,9 +146,11 @@ def onboard_user(
     comparisons: Iterable[Comparison | dict[str, Any]] | None = None,
     *,
     normalize: bool = True,
+    space: UserSpace | None = None,
 ) -> UserProfile:
-    """Record the user's image comparisons (when given), pool all of them stored so far, and
-    store the profile under ``model_id``."""
+    """Record the user's image comparisons (when given), pool all of them stored so far (inside
+    ``space``, the model's population user space, when it has one), and store the profile under
+    ``model_id``."""
     if not isinstance(user_id, str) or not user_id.strip():
         raise InvalidInputError("user_id must be a non-empty string")
     if comparisons is not None:
@@ -160,6 +176,7 @@ def onboard_user(
         [c.rejected for c in stored],
         [c.strength for c in stored],
         normalize=normalize,
+        space=space,
     )
     existing = engine.store.profile(user_id, model_id)
     profile = UserProfile(

@@ -52,6 +52,12 @@ def test_images_bench_writes_figures_and_pictures_and_resumes(tmp_path):
     assert out["encoder"]["variance_covariance"] is None and out["encoder"]["whiten"]
     assert 1.0 <= out["encoder"]["spectrum_as_trained"]["effective_rank"] <= 32.0
     assert len(out["load_average"]) == 3
+    # users live in the population's space (the default): its rank and the figures that chose it
+    space = out["user_space"]
+    assert space["kind"] == "population" and 1 <= space["rank"] <= 32
+    assert space["agreement_chosen"] == max(space["agreement_by_rank"])
+    assert summary_space(tmp_path) == ("population", [r["user_space"]["rank"] for r in seeds])
+    assert -1.0 <= out["embedding_cosine_4_vs_64_pairs"] <= 1.0
     # the held-out region: users from the octant no training user occupies
     region = out["held_out_region"]
     assert region["octant"] == [1, -1, 1] and region["users"] == 4
@@ -89,12 +95,18 @@ def test_images_bench_writes_figures_and_pictures_and_resumes(tmp_path):
     assert set(summary["summary"]) == {"like_training", "held_out_region"}
     assert "| held_out_region | ppd_g2 |" in res.output
     assert "tiny-image (self-supervised, whitened)" in res.output
+    assert "users in the population's space (rank" in res.output
     again = _run(tmp_path)  # resumes: the same model, the same figures
     assert again.exit_code == 0, again.output
     assert (
         json.loads((tmp_path / "out" / "images_seed0.json").read_text())["conditions"]
         == out["conditions"]
     )
+
+
+def summary_space(tmp_path):
+    summary = json.loads((tmp_path / "out" / "images.json").read_text())
+    return summary["user_space"], summary["user_space_rank"]
 
 
 def test_win_rate_counts_wins_and_half_ties():
