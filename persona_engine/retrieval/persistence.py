@@ -92,6 +92,9 @@ def load_index(
     obj._n_dead = int(meta.get("n_dead", 0))
     if (path / "index.faiss").exists():
         obj._index = obj.runtime.faiss.read_index(str(path / "index.faiss"))
+        from .index import hnsw_headroom
+
+        hnsw_headroom(obj._index)  # read back exactly sized: see hnsw_headroom
         if obj.kind == "ivf":
             obj._index.nprobe = min(obj.config.ivf_nprobe, obj._index.nlist)
     stones = tombstones.read(path)

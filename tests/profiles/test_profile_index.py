@@ -188,3 +188,28 @@ def test_gpu_mirror_logic_with_a_cloning_runtime():
     assert index.search(x[0], 3)[0][0].user_id != "u0" and index.n_dead == 0 and runtime.moves == 2
     with pytest.raises(InvalidInputError, match="GPU HNSW"):
         ProfileIndex(4, {"kind": "hnsw"}, runtime=runtime)
+
+
+def test_hnsw_headroom_keeps_the_index_as_it_was_and_adds_still_land() -> None:
+    """After a build (and after a load) HNSW gets spare capacity so the next add does not copy
+    the whole graph; the graph, the vectors and every answer stay what they were."""
+    import faiss
+
+    from persona_engine.retrieval.index import hnsw_headroom
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 8)).astype(np.float32)
+    index = faiss.IndexHNSWFlat(8, 16)
+    index.add(x)
+    sizes = [int(index.hnsw.neighbors.size()), int(index.hnsw.offsets.size())]
+    before = index.search(x[:50], 5)
+    hnsw_headroom(index)
+    assert [int(index.hnsw.neighbors.size()), int(index.hnsw.offsets.size())] == sizes
+    assert index.ntotal == 2000
+    after = index.search(x[:50], 5)
+    np.testing.assert_array_equal(after[1], before[1])
+    new = rng.normal(size=(3, 8)).astype(np.float32)
+    index.add(new)
+    found = index.search(new, 1)[1][:, 0]
+    np.testing.assert_array_equal(found, [2000, 2001, 2002])
+    np.testing.assert_array_equal(index.search(x[:50], 5)[1][:, 0], before[1][:, 0])
