@@ -100,24 +100,19 @@ def _no_vectors_error(dim: int) -> InvalidInputError:
     )
 
 
-#: an add of at least this many vectors (a build, a bulk load) leaves HNSW room to grow
-HEADROOM_AFTER = 1_000
-
-
-def hnsw_headroom(index: Any, share: float = 0.125) -> None:
+def hnsw_headroom(index: Any, faiss: Any, share: float = 0.125) -> None:
     """Give an ``IndexHNSWFlat`` room for ``share`` more vectors, so the next adds do not copy it.
 
     faiss keeps an HNSW graph and its vectors in arrays sized exactly to what was added (after a
     build or a read from disk); the first add after that reallocates and copies all of them, which
     at 1M users took 200 ms inside one online update (`persona bench scale`). Growing each array
     and shrinking it back leaves its capacity larger and its contents as they were (faiss's own
-    ``resize``, which keeps its pointers current). Other index kinds are left alone."""
+    ``resize``, which keeps its pointers current). Called once after a build or a load (later
+    adds grow the arrays as ``std::vector`` does, doubling); other index kinds are left alone."""
     hnsw = getattr(index, "hnsw", None)
     storage = getattr(index, "storage", None)
     if hnsw is None or storage is None or index.ntotal == 0:
         return
-    import faiss
-
     codes = getattr(faiss.downcast_index(storage), "codes", None)  # the vectors (IndexFlat)
     arrays = [hnsw.neighbors, hnsw.offsets, hnsw.levels, *([codes] if codes is not None else [])]
     for array in arrays:
@@ -303,10 +298,13 @@ class ProfileIndex:
             return
         with self._lock:
             self._kill([self._user_slot[u] for u in ids if u in self._user_slot])
-            if self._index is None:
+            built = self._index is None
+            if built:
                 self.kind = self.recommended_kind(len(ids))
                 self._index = self._new_index(self.kind, x)
             self._append(ids, x, rows)
+            if built:
+                hnsw_headroom(self._index, self.runtime.faiss)
             self._maintain()
 
     def _append(self, ids: list[str], x: np.ndarray, rows: np.ndarray) -> None:
@@ -322,8 +320,6 @@ class ProfileIndex:
         self._user_slot.update(zip(ids, slots.tolist()))
         self._selector = None
         self._mirror = None
-        if len(ids) >= HEADROOM_AFTER:  # a build or a bulk load, not one user's update
-            hnsw_headroom(self._index)
 
     def remove(self, user_ids: Iterable[str]) -> int:
         """Remove users; returns how many were present."""
@@ -403,6 +399,7 @@ class ProfileIndex:
             if ids:
                 self._index = self._new_index(self.kind, x)
                 self._append(ids, x, rows)
+                hnsw_headroom(self._index, self.runtime.faiss)
 
     # -- search ------------------------------------------------------------------------------
     def _live_selector(self) -> Any:

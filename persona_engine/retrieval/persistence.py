@@ -94,7 +94,7 @@ def load_index(
         obj._index = obj.runtime.faiss.read_index(str(path / "index.faiss"))
         from .index import hnsw_headroom
 
-        hnsw_headroom(obj._index)  # read back exactly sized: see hnsw_headroom
+        hnsw_headroom(obj._index, obj.runtime.faiss)  # read back exactly sized
         if obj.kind == "ivf":
             obj._index.nprobe = min(obj.config.ivf_nprobe, obj._index.nlist)
     stones = tombstones.read(path)

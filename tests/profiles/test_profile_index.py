@@ -203,7 +203,7 @@ def test_hnsw_headroom_keeps_the_index_as_it_was_and_adds_still_land() -> None:
     index.add(x)
     sizes = [int(index.hnsw.neighbors.size()), int(index.hnsw.offsets.size())]
     before = index.search(x[:50], 5)
-    hnsw_headroom(index)
+    hnsw_headroom(index, faiss)
     assert [int(index.hnsw.neighbors.size()), int(index.hnsw.offsets.size())] == sizes
     assert index.ntotal == 2000
     after = index.search(x[:50], 5)
