@@ -40,7 +40,7 @@ def pin_to_cpus(cpus: list[int]) -> list[int]:
     if not hasattr(os, "sched_setaffinity"):
         raise InvalidInputError("--cpus needs Linux (os.sched_setaffinity)")
     machine = os.cpu_count() or 1
-    if not cpus or cpus[-1] >= machine:
+    if not cpus or max(cpus) >= machine:
         raise InvalidInputError(
             f"--cpus: {cpus} is not a set of this machine's CPUs (0-{machine - 1})"
         )

@@ -44,3 +44,18 @@ def test_serve_with_cpus_the_machine_lacks_is_a_clear_error(tmp_path: os.PathLik
     ):
         r = CliRunner().invoke(cli, ["serve", "--no-auth", "--cpus", bad])
         assert r.exit_code == 1 and message in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is Linux only")
+def test_the_bench_client_gets_its_cpus_and_torch_threads_back() -> None:
+    code = (
+        "import os, torch\n"
+        "from persona_engine.bench.serve import client_on_cpus\n"
+        "torch.set_num_threads(3)\n"
+        "before = sorted(os.sched_getaffinity(0))\n"
+        "with client_on_cpus('0'):\n"
+        "    inside = (sorted(os.sched_getaffinity(0)), torch.get_num_threads())\n"
+        "print(inside == ([0], 1), sorted(os.sched_getaffinity(0)) == before, torch.get_num_threads())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True", "3"]

@@ -98,21 +98,22 @@ def process_cpu_seconds(pid: int) -> float | None:
 
 def postgres_cpu_seconds() -> float | None:
     """CPU time so far of every process named ``postgres`` on this machine (the database server's
-    postmaster and backends; Linux /proc), else None. Meant for a machine whose only PostgreSQL
-    is the benchmark's throwaway one; a backend that exits takes its time with it."""
+    postmaster and backends; Linux /proc); None when there is none (a database on another
+    machine) or no /proc. Meant for a machine whose only PostgreSQL is the benchmark's; a backend
+    that exits takes its time with it."""
     try:
         pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
     except OSError:
         return None
-    total = 0.0
+    times = []
     for pid in pids:
         try:
             if Path(f"/proc/{pid}/comm").read_text().strip() != "postgres":
                 continue
         except OSError:
             continue
-        total += process_cpu_seconds(pid) or 0.0
-    return total
+        times.append(process_cpu_seconds(pid) or 0.0)
+    return sum(times) if times else None
 
 
 @contextmanager
@@ -121,14 +122,17 @@ def client_on_cpus(cpus: str | None) -> Iterator[None]:
     if cpus is None:
         yield
         return
+    import torch
+
     from ..cpus import parse_cpus, pin_to_cpus
 
-    before = sorted(os.sched_getaffinity(0))
+    before, threads = os.sched_getaffinity(0), torch.get_num_threads()
     pin_to_cpus(parse_cpus(cpus))
     try:
         yield
-    finally:
-        pin_to_cpus(before)
+    finally:  # the CPUs and torch's thread count as they were, not as pinning would set them
+        os.sched_setaffinity(0, before)
+        torch.set_num_threads(threads)
 
 
 def free_port() -> int:

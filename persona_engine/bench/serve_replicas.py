@@ -101,13 +101,18 @@ async def _spread(
     return list(results), time.perf_counter() - started
 
 
-def _cpu(servers: list[ServerProcess]) -> dict[str, float]:
-    """CPU seconds so far: the replicas together, the PostgreSQL processes, this process."""
+def _cpu(servers: list[ServerProcess]) -> dict[str, float | None]:
+    """CPU seconds so far: the replicas together, the PostgreSQL processes on this machine (None
+    when the database runs elsewhere), this process."""
     return {
         "servers": sum(s.cpu_seconds() or 0.0 for s in servers),
-        "database": postgres_cpu_seconds() or 0.0,
+        "database": postgres_cpu_seconds(),
         "client": time.process_time(),
     }
+
+
+def _per_request_ms(before: float | None, after: float | None, n: int) -> float | None:
+    return None if before is None or after is None else round(1000 * (after - before) / n, 3)
 
 
 def _merge(stats: list[KindStats]) -> KindStats:
@@ -140,15 +145,16 @@ def load_run(
             stops=stops,
         )
     )
-    cpu = {k: v - cpu_before[k] for k, v in _cpu(servers).items()}
+    cpu_after = _cpu(servers)
     record, score = _merge([p[0] for p in per]), _merge([p[1] for p in per])
     n = max(1, record.requests + score.requests)
+    cpu = {k: _per_request_ms(cpu_before[k], cpu_after[k], n) for k in cpu_after}
     return {
         "wall_s": round(wall, 2),
         # CPU per request: the replicas' processes, the database server's, the load generator's
-        "server_cpu_ms_per_request": round(1000 * cpu["servers"] / n, 3),
-        "database_cpu_ms_per_request": round(1000 * cpu["database"] / n, 3),
-        "client_cpu_ms_per_request": round(1000 * cpu["client"] / n, 3),
+        "server_cpu_ms_per_request": cpu["servers"],
+        "database_cpu_ms_per_request": cpu["database"],
+        "client_cpu_ms_per_request": cpu["client"],
         "record": record.summary(wall),
         "score": score.summary(wall),
         "per_replica": [{"record": r.summary(w), "score": s.summary(w)} for r, s, w in per],

@@ -146,9 +146,11 @@ def _replicas(cfg: Any, database: str | None, replicas: int, fault: bool, out: P
         f"readers spread over them, {load['wall_s']} s"
     )
     _latency_table(load)
+    db = load["database_cpu_ms_per_request"]
     click.echo(
         f"CPU per request: the replicas {load['server_cpu_ms_per_request']} ms, PostgreSQL "
-        f"{load['database_cpu_ms_per_request']} ms, the client {load['client_cpu_ms_per_request']} ms"
+        f"{'not measured (not on this machine)' if db is None else f'{db} ms'}, "
+        f"the client {load['client_cpu_ms_per_request']} ms"
     )
     click.echo(
         f"acknowledged writes {load['writes_acknowledged']}, found {load['acknowledged_found']}, "
