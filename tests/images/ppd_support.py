@@ -48,6 +48,20 @@ def pipeline_config(path, **kw) -> ModelConfig:
     )
 
 
+def toy_recipe(*, train_users: int, encoder_steps: int, steps: int) -> dict:
+    """A synthetic recipe small enough for a test: 120 shapes of 8x8, 5 pairs per training user,
+    ``encoder_steps`` of encoder training and ``steps`` of pre-training and of DPO."""
+    return {
+        "pool_size": 120,
+        "train_users": train_users,
+        "pairs_per_user": 5,
+        "model": {"tiny": {"image_size": 8, "block_out_channels": [8, 16]}},
+        "encoder_training": {"steps": encoder_steps, "batch_size": 16, "warmup_steps": 0},
+        "pretrain": {"steps": steps, "batch_size": 8, "warmup_steps": 0},
+        "dpo": {"steps": steps, "batch_size": 4, "warmup_steps": 0},
+    }
+
+
 def small_task():
     """32 shapes, labelled pairs of 2 simulated users, random user embeddings per image."""
     from persona_engine_ppd.synthetic import (

@@ -9,19 +9,12 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from ppd_support import toy_recipe
 
 from persona_engine.cli import cli
 
 TOY = {
-    "recipe": {
-        "pool_size": 120,
-        "train_users": 6,
-        "pairs_per_user": 5,
-        "model": {"tiny": {"image_size": 8, "block_out_channels": [8, 16]}},
-        "encoder_training": {"steps": 2, "batch_size": 16, "warmup_steps": 0},
-        "pretrain": {"steps": 2, "batch_size": 8, "warmup_steps": 0},
-        "dpo": {"steps": 2, "batch_size": 4, "warmup_steps": 0},
-    },
+    "recipe": toy_recipe(train_users=6, encoder_steps=2, steps=2),
     "test_users": 4,
     "samples_per_user": 2,
     "sampling_steps": 2,

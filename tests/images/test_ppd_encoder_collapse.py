@@ -9,6 +9,7 @@ import pytest
 import torch
 from persona_engine_ppd.loss import covariance_loss, variance_loss
 from persona_engine_ppd.synthetic import render_shapes
+from ppd_support import toy_recipe
 
 
 def _decorrelated(n: int = 256, d: int = 8) -> torch.Tensor:
@@ -94,15 +95,7 @@ def test_the_recipe_adds_the_terms_when_asked():
 
     from persona_engine.config import make_config
 
-    toy = {
-        "pool_size": 120,
-        "train_users": 4,
-        "pairs_per_user": 5,
-        "model": {"tiny": {"image_size": 8, "block_out_channels": [8, 16]}},
-        "encoder_training": {"steps": 3, "batch_size": 16, "warmup_steps": 0},
-        "pretrain": {"steps": 1, "batch_size": 8, "warmup_steps": 0},
-        "dpo": {"steps": 1, "batch_size": 4, "warmup_steps": 0},
-    }
+    toy = toy_recipe(train_users=4, encoder_steps=3, steps=1)
     assert SyntheticRecipeConfig().encoder_variance_covariance is False
     plain = train_synthetic(make_config(SyntheticRecipeConfig, toy))
     regularised = train_synthetic(
